@@ -1,0 +1,1 @@
+"""Data: raw dataset readers (formats/), the image loader, prepare, prompt templates, collation."""
