@@ -1,0 +1,79 @@
+"""Reading PRED.jsonl for scoring: every row checked, every problem named by file and line."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pefomed.errors import UserError
+from pefomed.records import ANSWER_TYPES, TASKS, iter_predictions
+
+REQUIRED = ("id", "prediction", "reference")
+
+
+@dataclass
+class Row:
+    id: str
+    prediction: str
+    reference: str
+    task: str
+    answer_type: str | None = None
+    question: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+    line: int = 0
+
+
+def _infer_task(row: dict[str, Any]) -> str | None:
+    if row.get("task") is not None:
+        return row["task"]
+    if row.get("answer_type") is not None or row.get("question"):
+        return "vqa"
+    return None
+
+
+def read_rows(path: str | os.PathLike, task: str | None = None) -> list[Row]:
+    """Validated rows of one predictions file.
+
+    `task` (vqa|report) forces the metrics family; rows that say they are the other task are an
+    error rather than silently scored with the wrong metrics. Rows without `task` take `task`,
+    or are inferred (a question or answer_type means vqa, otherwise report).
+    """
+    path = Path(path)
+    if task is not None and task not in TASKS:
+        raise UserError(f"--task must be one of {TASKS}, got {task!r}")
+    rows: list[Row] = []
+    seen: dict[str, int] = {}
+    for lineno, raw in iter_predictions(path):
+        where = f"{path}:{lineno}"
+        for key in REQUIRED:
+            if key not in raw or raw[key] is None:
+                hint = "infer writes 'reference' only when the split has answers" if key == "reference" else None
+                raise UserError(f"{where}: missing field '{key}'", hint=hint)
+            if not isinstance(raw[key], str):
+                raise UserError(f"{where}: field '{key}' must be a string, got {type(raw[key]).__name__}")
+        row_id = raw["id"]
+        if row_id in seen:
+            raise UserError(f"{where}: duplicate id {row_id!r} (first on line {seen[row_id]})")
+        seen[row_id] = lineno
+        row_task = _infer_task(raw)
+        if row_task is not None and row_task not in TASKS:
+            raise UserError(f"{where}: task must be one of {TASKS}, got {row_task!r}")
+        if task is not None and row_task is not None and row_task != task:
+            other = "report-generation" if row_task == "report" else "VQA"
+            raise UserError(f"{where}: id {row_id!r} is a {other} row (task={row_task!r}) but --task {task} "
+                            f"asks for {'VQA' if task == 'vqa' else 'report-generation'} metrics",
+                            hint=f"score it with --task {row_task}, or leave --task out to score each row by its own task")
+        answer_type = raw.get("answer_type")
+        if answer_type is not None and answer_type not in ANSWER_TYPES:
+            raise UserError(f"{where}: answer_type must be one of {ANSWER_TYPES}, got {answer_type!r}")
+        meta = raw.get("meta") or {}
+        if not isinstance(meta, dict):
+            raise UserError(f"{where}: 'meta' must be an object")
+        rows.append(Row(id=row_id, prediction=raw["prediction"], reference=raw["reference"],
+                        task=row_task or task or "report", answer_type=answer_type,
+                        question=raw.get("question") or "", meta=meta, line=lineno))
+    if not rows:
+        raise UserError(f"{path}: no predictions (the file is empty)")
+    return rows
