@@ -11,6 +11,8 @@ EXAMPLE = """
 Example:
 
   pefomed prepare data/VQA_RAD --format data-rad --out prepared/vqa-rad
+
+  pefomed prepare data/Slake1.0 --format slake --language en --out prepared/slake
 """
 
 
@@ -18,7 +20,7 @@ def register(app: typer.Typer) -> None:
     @app.command(help="Read a dataset exactly as it ships and write DATA_DIR (manifest.json + split files + images)." + EXAMPLE)
     def prepare(
         source: Path = typer.Argument(..., help="The dataset as distributed (folder or file)."),
-        format: str = typer.Option(..., "--format", "-f", help="Source layout, e.g. data-rad."),
+        format: str = typer.Option(..., "--format", "-f", help="Source layout: vqa-rad, data-rad, slake, pathvqa, hf-parquet (vqa-rad-hf, path-vqa-hf, slake-hf), r2gen, openi, roco, captions, pmc-vqa, llava-med, jsonl, csv, folder (docs/datasets.md)."),
         out: Path = typer.Option(..., "--out", "-o", help="DATA_DIR to write."),
         drop_frame: bool = typer.Option(False, "--drop-frame", help="data-rad: drop the templated 'frame' rows."),
         language: str = typer.Option("en", "--language", help="slake: en, zh or all."),
@@ -31,6 +33,9 @@ def register(app: typer.Typer) -> None:
         skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip samples with missing/unreadable images (listed in manifest.json)."),
         image_size: Optional[int] = typer.Option(None, "--image-size", help="Downscale images so the longest side is N px."),
         image_format: Optional[str] = typer.Option(None, "--image-format", help="Convert images to png or jpeg."),
+        resplit_by_image: bool = typer.Option(False, "--resplit-by-image",
+                                              help="Make a new leakage-free split: samples sharing an image stay together (uses --split, default 0.8,0.1,0.1, and --seed)."),
+        multiple_choice: bool = typer.Option(False, "--multiple-choice", help="pmc-vqa: append the lettered choices to the question."),
     ):
         from pefomed.data.formats import PrepareOptions
         from pefomed.data.prepare import ImageOptions, prepare as run_prepare
@@ -44,6 +49,7 @@ def register(app: typer.Typer) -> None:
             key, value = item.split("=", 1)
             column_map[key.strip()] = value.strip()
         options = PrepareOptions(drop_frame=drop_frame, language=language, per_image=per_image, section=section,
-                                 split=split, seed=seed, images=images, column_map=column_map, skip_bad=skip_bad)
+                                 split=split, seed=seed, images=images, column_map=column_map, skip_bad=skip_bad,
+                                 resplit_by_image=resplit_by_image, multiple_choice=multiple_choice)
         manifest = run_prepare(source, format, out, options, ImageOptions(size=image_size, format=image_format))
         print_summary(manifest, out)

@@ -4,6 +4,7 @@ DICOM through pydicom. Every image comes out as an 8-bit RGB PIL image.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -34,17 +35,19 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
     return np.clip((array - low) / (high - low) * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
-def load_dicom(path: Path, frame: int | None = None) -> Image.Image:
-    """Modality LUT (rescale slope/intercept), VOI window, MONOCHROME1 inverted.
+def load_dicom(path: Path | str, frame: int | None = None, data: bytes | None = None) -> Image.Image:
+    """Modality LUT (rescale slope/intercept), then the VOI window, MONOCHROME1 inverted.
 
-    Multi-frame files: `frame` if given, else the middle frame (the rule is stated so that the
-    same file always gives the same picture).
+    Multi-frame files: `frame` if given, else the middle frame (frames // 2), so the same file
+    always gives the same picture. Colour data comes out of pydicom already as RGB (it converts
+    YBR itself), palette colour goes through the palette. `data` reads the file from bytes
+    (images embedded in annotation files); `path` then only names it in messages.
     """
     import pydicom
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
     try:
-        ds = pydicom.dcmread(path)
+        ds = pydicom.dcmread(io.BytesIO(data) if data is not None else path)
     except Exception as err:  # pydicom raises several types for damaged files
         raise UserError(f"{path}: unreadable DICOM ({err})") from None
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
@@ -54,42 +57,59 @@ def load_dicom(path: Path, frame: int | None = None) -> Image.Image:
     except Exception as err:
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(syntax, "name", syntax)
-        raise UserError(f"{path}: cannot decode DICOM pixel data (transfer syntax {name}): {err}") from None
+        # pydicom's message lists the handlers (gdcm, pylibjpeg, pyjpegls, ...) that would decode it
+        raise UserError(f"{path}: cannot decode DICOM pixel data (transfer syntax {name}): {err}",
+                        hint="install one of the handlers named above, or convert the file to uncompressed DICOM/PNG") from None
     frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
+    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).strip()
     if frames > 1:
         index = frames // 2 if frame is None else frame
         if not 0 <= index < frames:
             raise UserError(f"{path}: frame {index} requested, the file has {frames}")
         pixels = pixels[index]
+    elif frame not in (None, 0):
+        raise UserError(f"{path}: frame {frame} requested, the file has 1")
     if photometric.startswith("MONOCHROME"):
         values = apply_modality_lut(pixels, ds)
-        values = apply_voi_lut(values, ds) if "WindowCenter" in ds or "VOILUTSequence" in ds else values
+        if "WindowCenter" in ds or "VOILUTSequence" in ds:
+            values = apply_voi_lut(values, ds)
         gray = _to_uint8(np.asarray(values))
-        if photometric == "MONOCHROME1":
+        if photometric == "MONOCHROME1":  # MONOCHROME1: low values are white
             gray = 255 - gray
         return Image.fromarray(gray, mode="L").convert("RGB")
-    if photometric in ("RGB", "YBR_FULL", "YBR_FULL_422"):
+    if photometric == "PALETTE COLOR":
+        array = np.asarray(apply_color_lut(pixels, ds))
+        return Image.fromarray(_to_uint8(array) if array.dtype != np.uint8 else array, mode="RGB")
+    if photometric in ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT"):
         array = np.asarray(pixels)
-        if photometric != "RGB":
-            from pydicom.pixels import convert_color_space
-            array = convert_color_space(array, photometric, "RGB")
+        if array.ndim != 3 or array.shape[-1] != 3:
+            raise UserError(f"{path}: {photometric} pixel data has shape {array.shape}, expected rows x columns x 3")
         return Image.fromarray(_to_uint8(array) if array.dtype != np.uint8 else array, mode="RGB")
     raise UserError(f"{path}: unsupported DICOM photometric interpretation {photometric}")
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """Open any supported image as 8-bit RGB; a missing or unreadable file is a UserError."""
+def load_image(path: str | Path, data: bytes | None = None) -> Image.Image:
+    """Open any supported image as 8-bit RGB; a missing or unreadable file is a UserError.
+
+    With `data`, decode those bytes (an image embedded in an annotation file) and use `path`
+    only to name it in messages.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: image not found")
-    if is_dicom(path):
-        return load_dicom(path)
+    if data is None:
+        if not path.is_file():
+            raise UserError(f"{path}: image not found")
+        if is_dicom(path):
+            return load_dicom(path)
+        source = path
+    else:
+        if path.suffix.lower() in (".dcm", ".dicom") or data[128:132] == b"DICM":
+            return load_dicom(path, data=data)
+        source = io.BytesIO(data)
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
             img.load()
             return to_rgb8(img)
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise UserError(f"{path}: unreadable image ({err})") from None
 
 

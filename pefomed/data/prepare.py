@@ -19,10 +19,11 @@ from pathlib import Path
 
 from pefomed import __version__
 from pefomed.console import track
-from pefomed.data.formats import PrepareOptions, SourceSplits, get_reader
+from pefomed.data.formats import EMBEDDED, PrepareOptions, SourceSplits, get_reader
+from pefomed.data.formats._common import parse_fractions, seeded_split
 from pefomed.data.images import load_image
 from pefomed.errors import UserError
-from pefomed.io import sha256_file, write_json, write_jsonl
+from pefomed.io import atomic_write, sha256_file, write_json, write_jsonl
 from pefomed.records import SPLITS, Sample
 
 MANIFEST_VERSION = 1
@@ -45,22 +46,122 @@ def safe_source_path(path: str, root: Path, sample_id: str) -> Path:
     return resolved
 
 
-def _place_image(src: Path, dest: Path, images: ImageOptions) -> None:
+CONVERTIBLE = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+
+
+@dataclass
+class _ImageInfo:
+    reason: str | None  # None when the image is fine, else why it cannot be used
+    sha256: str | None = None
+    rel: str | None = None  # path relative to DATA_DIR
+    src: Path | None = None  # a file in the source, or None for embedded bytes
+    data: bytes | None = None  # embedded bytes
+
+
+def _dest_rel(rel: Path, images: ImageOptions) -> Path:
+    if images.format:
+        return rel.with_suffix(".png" if images.format == "png" else ".jpg")
+    if images.size and rel.suffix.lower() not in CONVERTIBLE:
+        return rel.with_suffix(".png")  # a resized DICOM can only be written as a picture file
+    return rel
+
+
+def _place_image(info: _ImageInfo, dest: Path, images: ImageOptions) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     if images.size is None and images.format is None:
-        if dest.exists():
+        if info.data is not None:
+            if not dest.exists():
+                with atomic_write(dest, "wb") as handle:
+                    handle.write(info.data)
             return
+        if dest.exists():
+            if dest.samefile(info.src) or sha256_file(dest) == info.sha256:
+                return
+            dest.unlink()  # left from an earlier run with other content
         try:
-            os.link(src, dest)
+            os.link(info.src, dest)
         except OSError:
-            shutil.copyfile(src, dest)
+            shutil.copyfile(info.src, dest)
         return
-    img = load_image(src)
+    img = load_image(info.src or dest, data=info.data)
     if images.size:
         img.thumbnail((images.size, images.size))
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    img.save(tmp, format="PNG" if dest.suffix == ".png" else "JPEG", **({"quality": 95} if dest.suffix != ".png" else {}))
-    os.replace(tmp, dest)
+    kind = CONVERTIBLE[dest.suffix.lower()]
+    with atomic_write(dest, "wb") as handle:
+        img.save(handle, format=kind, **({"quality": 95} if kind == "JPEG" else {}))
+
+
+def _check_images(read: SourceSplits, root: Path, images: ImageOptions) -> tuple[dict[str, _ImageInfo], dict[str, list]]:
+    """Look at every image once: inside the root, present, decodable; hash its bytes."""
+    infos: dict[str, _ImageInfo] = {}
+    per_sample: dict[str, list] = {}
+    samples = [(split, s) for split in SPLITS for s in read.splits.get(split, [])]
+    for split, sample in track(samples, "checking images"):
+        keys = []
+        for path in sample.images:
+            if path.startswith(EMBEDDED):
+                key = path
+                if key not in infos:
+                    name = path[len(EMBEDDED):]
+                    data = read.embedded.get(name)
+                    if data is None:
+                        raise RuntimeError(f"reader returned {path} without its bytes")
+                    info = _ImageInfo(None, hashlib.sha256(data).hexdigest(), data=data,
+                                      rel=str(Path("images") / _dest_rel(Path(name), images)))
+                    try:
+                        load_image(name, data=data)
+                    except UserError as err:
+                        info.reason = "unreadable: " + str(err).split(": ", 1)[-1]
+                    infos[key] = info
+            else:
+                src = safe_source_path(path, root, sample.id)
+                key = str(src)
+                if key not in infos:
+                    info = _ImageInfo(None, src=src)
+                    if not src.is_file():
+                        info.reason = "image not found"
+                    else:
+                        try:
+                            load_image(src)
+                            info.sha256 = sha256_file(src)
+                            info.rel = str(Path("images") / _dest_rel(src.relative_to(root.resolve()), images))
+                        except UserError as err:
+                            info.reason = "unreadable: " + str(err).split(": ", 1)[-1]
+                    infos[key] = info
+            keys.append(key)
+        per_sample[sample.id] = keys
+    return infos, per_sample
+
+
+def _resplit_by_image(kept: dict[str, list[Sample]], hashes: dict[str, str], fractions, seed: int) -> dict[str, list[Sample]]:
+    """A new split in which no image content is shared between splits.
+
+    Samples that share any image (by content hash) form one group, joined through a union-find
+    so multi-image samples link their images' groups; groups are then split with the seed.
+    """
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    samples = [s for split in SPLITS for s in kept.get(split, [])]
+    for s in samples:
+        keys = [hashes[p] for p in s.images] or [f"noimage:{s.id}"]
+        for other in keys[1:]:
+            a, b = find(keys[0]), find(other)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    groups: dict[str, list[Sample]] = {}
+    for s in samples:
+        first = hashes[s.images[0]] if s.images else f"noimage:{s.id}"
+        groups.setdefault(find(first), []).append(s)
+    for split in SPLITS:
+        for s in kept.get(split, []):
+            s.meta = {**s.meta, "original_split": split}
+    return seeded_split(groups, fractions, seed)
 
 
 def prepare(source: str | Path, fmt: str, out: str | Path, options: PrepareOptions | None = None,
@@ -76,47 +177,35 @@ def prepare(source: str | Path, fmt: str, out: str | Path, options: PrepareOptio
         raise UserError(f"{out}: the output folder must not be inside the source {source}")
     if images.format not in (None, "png", "jpeg"):
         raise UserError(f"--image-format must be png or jpeg, got {images.format!r}")
+    if images.size is not None and images.size < 8:
+        raise UserError(f"--image-size must be at least 8 pixels, got {images.size}")
+    fractions = parse_fractions(options.split, default=(0.8, 0.1, 0.1)) if options.resplit_by_image else None
     read: SourceSplits = get_reader(fmt)(source, options)
     root = (read.root or (source if source.is_dir() else source.parent)).resolve()
-
-    skipped = list(read.skipped)
-    kept: dict[str, list[Sample]] = {}
-    problems: list[str] = []
-    image_map: dict[Path, str] = {}  # source image -> path relative to DATA_DIR
-    all_samples = [(split, s) for split in SPLITS for s in read.splits.get(split, [])]
     unknown = set(read.splits) - set(SPLITS)
     if unknown:
         raise RuntimeError(f"reader for {fmt} returned unknown splits {unknown}")
-    readable: dict[Path, str | None] = {}  # source image -> None if fine, else the reason
-    for split, sample in track(all_samples, "checking images"):
-        reasons = []
-        new_paths = []
-        for path in sample.images:
-            src = safe_source_path(path, root, sample.id)
-            if src not in readable:
-                if not src.is_file():
-                    readable[src] = "image not found"
-                else:
-                    try:
-                        load_image(src)
-                        readable[src] = None
-                    except UserError as err:
-                        readable[src] = str(err).split(": ", 1)[-1]
-            if readable[src]:
-                reasons.append(f"{readable[src]}: {src}")
+    seen_ids: dict[str, str] = {}
+    for split in SPLITS:
+        for s in read.splits.get(split, []):
+            if s.id in seen_ids:
+                raise UserError(f"{source}: sample id {s.id!r} occurs twice ({seen_ids[s.id]} and {split}); ids must be unique across splits")
+            seen_ids[s.id] = split
+
+    infos, per_sample = _check_images(read, root, images)
+    skipped = list(read.skipped)
+    kept: dict[str, list[Sample]] = {}
+    problems: list[str] = []
+    for split in SPLITS:
+        for sample in read.splits.get(split, []):
+            keys = per_sample[sample.id]
+            reasons = [f"{infos[k].reason}: {k}" for k in keys if infos[k].reason]
+            if reasons:
+                problems.append(f"{split} {sample.id}: {'; '.join(reasons)}")
+                skipped.append({"id": sample.id, "split": split, "reason": "; ".join(reasons)})
                 continue
-            if src not in image_map:
-                rel = src.relative_to(root)
-                if images.format:
-                    rel = rel.with_suffix(".png" if images.format == "png" else ".jpg")
-                image_map[src] = str(Path("images") / rel)
-            new_paths.append(image_map[src])
-        if reasons:
-            problems.append(f"{split} {sample.id}: {'; '.join(reasons)}")
-            skipped.append({"id": sample.id, "split": split, "reason": "; ".join(reasons)})
-            continue
-        sample.images = new_paths
-        kept.setdefault(split, []).append(sample)
+            sample.images = [infos[k].rel for k in keys]
+            kept.setdefault(split, []).append(sample)
 
     if problems and not options.skip_bad:
         listing = "\n  ".join(problems[:20]) + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "")
@@ -125,9 +214,21 @@ def prepare(source: str | Path, fmt: str, out: str | Path, options: PrepareOptio
     if not any(kept.values()):
         raise UserError(f"{source}: no usable samples were found")
 
+    used = {k for s_keys in per_sample.values() for k in s_keys if not infos[k].reason}
+    by_rel: dict[str, _ImageInfo] = {}
+    for key in sorted(used):
+        info = infos[key]
+        other = by_rel.setdefault(info.rel, info)
+        if other is not info and other.sha256 != info.sha256:
+            raise UserError(f"{info.src} and {other.src} would both be written as {info.rel}",
+                            hint="convert without --image-format, or rename one of them")
+    hashes = {rel: info.sha256 for rel, info in by_rel.items()}
+    if options.resplit_by_image:
+        kept = _resplit_by_image(kept, hashes, fractions, options.seed)
+
     out.mkdir(parents=True, exist_ok=True)
-    for src, rel in track(sorted(image_map.items(), key=lambda kv: kv[1]), "writing images"):
-        _place_image(src, out / rel, images)
+    for rel, info in track(sorted(by_rel.items()), "writing images"):
+        _place_image(info, out / rel, images)
 
     split_files = {}
     for split in SPLITS:
@@ -140,6 +241,14 @@ def prepare(source: str | Path, fmt: str, out: str | Path, options: PrepareOptio
             if stale.exists():
                 stale.unlink()
 
+    bad = [infos[k] for k in sorted({k for ks in per_sample.values() for k in ks}) if infos[k].reason]
+    counts = summarize(kept, out, hashes)
+    counts["images_missing"] = sum(1 for i in bad if i.reason == "image not found")
+    counts["images_unreadable"] = sum(1 for i in bad if i.reason != "image not found")
+    notes = dict(read.notes)
+    if options.resplit_by_image:
+        notes["resplit_by_image"] = {"seed": options.seed, "fractions": list(fractions),
+                                     "rule": "samples sharing an image (by content hash) stay in one split"}
     manifest = {
         "manifest_version": MANIFEST_VERSION,
         "tool": "pefomed",
@@ -147,22 +256,22 @@ def prepare(source: str | Path, fmt: str, out: str | Path, options: PrepareOptio
         "format": fmt,
         "source": str(source.resolve()),
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(options).items()},
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in sorted(vars(options).items())},
         "image_options": vars(images),
         "splits": split_files,
-        "counts": summarize(kept, out),
-        "notes": read.notes,
+        "counts": counts,
+        "notes": notes,
         "skipped": skipped,
     }
     write_json(out / "manifest.json", manifest)
     return manifest
 
 
-def summarize(kept: dict[str, list[Sample]], out: Path) -> dict:
+def summarize(kept: dict[str, list[Sample]], out: Path, hashes: dict[str, str] | None = None) -> dict:
     """Counts per split x task x answer type, vocabulary size, duplicates and leakage."""
     counts: dict = {"per_split": {}, "answer_vocabulary": 0}
     answers = set()
-    image_hash: dict[str, str] = {}
+    image_hash: dict[str, str] = dict(hashes or {})  # DATA_DIR-relative path -> sha256 of the source bytes
     for split, samples in kept.items():
         per = Counter()
         for s in samples:
@@ -186,7 +295,8 @@ def summarize(kept: dict[str, list[Sample]], out: Path) -> dict:
     counts["duplicate_samples"] = sum(n - 1 for n in keys.values() if n > 1)
     counts["empty_questions"] = sum(1 for samples in kept.values() for s in samples if s.task == "vqa" and not s.text_input.strip())
     counts["empty_answers"] = sum(1 for samples in kept.values() for s in samples if not s.answer.strip())
-    if "test" in images_by_split and "train" in images_by_split:
-        counts["test_images_in_train"] = len(images_by_split["test"] & images_by_split["train"])
-        counts["test_images"] = len(images_by_split["test"])
+    for held_out in ("val", "test"):
+        if held_out in images_by_split and "train" in images_by_split:
+            counts[f"{held_out}_images_in_train"] = len(images_by_split[held_out] & images_by_split["train"])
+            counts[f"{held_out}_images"] = len(images_by_split[held_out])
     return counts

@@ -22,13 +22,21 @@ def print_summary(manifest: dict, out: Path) -> None:
     console.print(table)
     facts = [
         f"answer vocabulary: {counts['answer_vocabulary']}",
-        f"images: {counts['images']} (duplicated by content: {counts['duplicate_images']})",
+        f"images: {counts['images']} (duplicated by content: {counts['duplicate_images']}; "
+        f"missing: {counts.get('images_missing', 0)}, unreadable: {counts.get('images_unreadable', 0)})",
         f"duplicate samples: {counts['duplicate_samples']}",
         f"empty questions: {counts['empty_questions']}, empty answers: {counts['empty_answers']}",
     ]
-    if "test_images_in_train" in counts:
-        facts.append(f"leakage: {counts['test_images_in_train']} of {counts['test_images']} test images also appear in train")
+    for held_out in ("val", "test"):
+        if f"{held_out}_images_in_train" in counts:
+            facts.append(f"leakage: {counts[f'{held_out}_images_in_train']} of {counts[f'{held_out}_images']} "
+                         f"{held_out} images also appear in train")
+    if counts.get("test_images_in_train"):
+        facts.append("  (use --resplit-by-image --seed N for a split without shared images)")
     if manifest["skipped"]:
         facts.append(f"skipped: {len(manifest['skipped'])} samples (listed in manifest.json)")
+    for key, note in sorted(manifest.get("notes", {}).items()):
+        if isinstance(note, str):
+            facts.append(f"{key}: {note}")
     for fact in facts:
         console.print(f"  {fact}")

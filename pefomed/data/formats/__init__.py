@@ -28,6 +28,8 @@ class PrepareOptions:
     images: Path | None = None  # image root for formats whose annotations live elsewhere
     column_map: dict[str, str] = field(default_factory=dict)
     skip_bad: bool = False
+    multiple_choice: bool = False  # pmc-vqa: append the lettered choices to the question
+    resplit_by_image: bool = False  # prepare: new leakage-free split, grouped by image content
 
 
 @dataclass
@@ -40,6 +42,12 @@ class SourceSplits:
     skipped: list[dict[str, str]] = field(default_factory=list)
     # folder that image paths are checked against: nothing may escape it
     root: Path | None = None
+    # images that ship inside the annotation files (parquet bytes): name -> bytes. Samples refer
+    # to them as EMBEDDED + name; prepare writes them to DATA_DIR/images/<name>.
+    embedded: dict[str, bytes] = field(default_factory=dict)
+
+
+EMBEDDED = "embedded:"
 
 
 Reader = Callable[[Path, PrepareOptions], SourceSplits]
@@ -67,4 +75,5 @@ def format_names() -> list[str]:
 
 def _load_all() -> None:
     # Importing the modules registers their readers.
-    from pefomed.data.formats import data_rad  # noqa: F401
+    from pefomed.data.formats import (captions, data_rad, generic, hf_parquet, llava_med, openi,  # noqa: F401
+                                      pathvqa, pmc_vqa, r2gen, roco, slake, vqa_rad)

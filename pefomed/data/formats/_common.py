@@ -1,0 +1,188 @@
+"""Small helpers shared by the readers: field cleaning, answer types, seeded splits, CSV/XML/pickle
+reading that names the file and line of a problem.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import pickle
+import random
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from pefomed.errors import UserError
+from pefomed.records import SPLITS, Sample
+
+# Spellings of "no value" seen in the sources (VQA-RAD's OSF release writes the string "NULL").
+NULL_STRINGS = {"", "null", "none", "nan", "n/a"}
+YES_NO = {"yes", "no"}
+DEFAULT_FRACTIONS = (0.7, 0.1, 0.2)
+
+# Folder/file-name words that name a split, across the releases we read.
+SPLIT_WORDS = {
+    "train": "train", "training": "train",
+    "val": "val", "valid": "val", "validate": "val", "validation": "val", "dev": "val",
+    "test": "test", "testing": "test",
+}
+
+
+def clean(value: Any) -> str | None:
+    """Text of a field, stripped; None for missing values and the "NULL"-style placeholders."""
+    if value is None or isinstance(value, bool):
+        return None
+    text = str(value).strip()
+    return None if text.lower() in NULL_STRINGS else text
+
+
+def answer_text(value: Any, where: str) -> str:
+    """Answers are text, sometimes JSON numbers (VQA-RAD: `2`); anything else is an error."""
+    if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
+        raise UserError(f"{where}: answer {value!r} is not text or a number")
+    return str(value).strip()
+
+
+def answer_type_of(value: Any, where: str) -> str:
+    """"CLOSED", "closed ", "Open" ... -> "closed" | "open"."""
+    text = str(value).strip().lower() if value is not None else ""
+    if text not in ("closed", "open"):
+        raise UserError(f"{where}: answer_type {value!r} is neither CLOSED nor OPEN")
+    return text
+
+
+def infer_answer_type(answer: str) -> str:
+    """For sources without an answer type: yes/no answers are closed, everything else open."""
+    return "closed" if answer.strip().lower().rstrip(".") in YES_NO else "open"
+
+
+def split_of(name: str) -> str | None:
+    """"train-00000-of-00002.parquet" -> "train", "validate.json" -> "val"; None if no split word."""
+    return SPLIT_WORDS.get(re.split(r"[-_. ]", name.lower())[0])
+
+
+def parse_fractions(text: str | None, default=DEFAULT_FRACTIONS) -> tuple[float, float, float]:
+    if not text:
+        return default
+    try:
+        parts = [float(p) for p in text.split(",")]
+    except ValueError:
+        raise UserError(f"--split: expected three numbers train,val,test, got {text!r}") from None
+    if len(parts) != 3 or any(p < 0 for p in parts) or abs(sum(parts) - 1.0) > 1e-6:
+        raise UserError(f"--split: expected three non-negative fractions summing to 1, got {text!r}")
+    return parts[0], parts[1], parts[2]
+
+
+def seeded_split(groups: dict[str, list[Sample]], fractions: tuple[float, float, float], seed: int) -> dict[str, list[Sample]]:
+    """Assign whole groups (a study, an image) to splits so that no group crosses splits.
+
+    Groups are sorted by key, then shuffled with `seed`, then filled in train, val, test order
+    until each split holds its fraction of the samples: the result depends only on the keys,
+    the sizes and the seed.
+    """
+    keys = sorted(groups)
+    random.Random(seed).shuffle(keys)
+    total = sum(len(groups[k]) for k in keys)
+    bounds = [fractions[0] * total, (fractions[0] + fractions[1]) * total]
+    out: dict[str, list[Sample]] = {s: [] for s in SPLITS}
+    done = 0
+    for key in keys:
+        # the split is chosen by where the group's first sample would fall
+        split = "train" if done < bounds[0] else "val" if done < bounds[1] else "test"
+        if split == "val" and fractions[1] == 0:
+            split = "test"
+        out[split].extend(groups[key])
+        done += len(groups[key])
+    return {s: v for s, v in out.items() if v}
+
+
+def read_csv_rows(path: Path, delimiter: str = ",") -> Iterator[tuple[int, dict[str, str]]]:
+    """(line number, row) for each CSV row; ragged rows and bad encodings name the line."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({err.strerror})") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    try:
+        if not reader.fieldnames:
+            raise UserError(f"{path}: empty CSV (no header line)")
+        header = [h.strip() for h in reader.fieldnames]
+        reader.fieldnames = header
+        for row in reader:
+            line = reader.line_num
+            if None in row:  # more cells than header columns
+                raise UserError(f"{path}:{line}: {len(header) + len(row[None])} cells, the header has {len(header)}")
+            if any(v is None for v in row.values()):
+                raise UserError(f"{path}:{line}: fewer cells than the {len(header)} header columns")
+            yield line, row
+    except csv.Error as err:
+        raise UserError(f"{path}:{reader.line_num}: malformed CSV ({err})") from None
+
+
+def parse_xml(path: Path) -> ET.Element:
+    """Parse an XML file, naming file and line on error.
+
+    ElementTree never fetches external entities, and the expat bundled with Python 3.11 (>= 2.4.1)
+    refuses entity-expansion bombs, so report files from the internet are safe to parse here.
+    """
+    try:
+        return ET.parse(path).getroot()
+    except ET.ParseError as err:
+        line = err.position[0] if err.position else "?"
+        raise UserError(f"{path}:{line}: malformed XML ({err})") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({err.strerror})") from None
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Admits only what plain data pickles contain: dict, list, tuple, set, str, bytes, numbers,
+    bool, None. Those need no global lookup; any global (a class, a function) is refused before
+    it can be called."""
+
+    def find_class(self, module: str, name: str):  # noqa: D401 - pickle API
+        raise pickle.UnpicklingError(f"the pickle refers to {module}.{name}, only plain containers, "
+                                     "strings and numbers are allowed")
+
+
+def load_plain_pickle(path: Path) -> Any:
+    try:
+        with open(path, "rb") as handle:
+            return _PlainUnpickler(handle).load()
+    except pickle.UnpicklingError as err:
+        raise UserError(f"{path}: refused to load: {err}") from None
+    except (EOFError, ValueError, TypeError, IndexError, KeyError) as err:
+        raise UserError(f"{path}: malformed pickle ({type(err).__name__}: {err})") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({err.strerror})") from None
+
+
+def need_keys(rec: Any, keys: Iterable[str], where: str) -> dict:
+    if not isinstance(rec, dict):
+        raise UserError(f"{where}: expected an object, got {type(rec).__name__}")
+    absent = [k for k in keys if k not in rec]
+    if absent:
+        raise UserError(f"{where}: missing {', '.join(absent)}")
+    return rec
+
+
+def need_list(obj: Any, path: Path, what: str = "a JSON list of records") -> list:
+    if not isinstance(obj, list):
+        raise UserError(f"{path}: expected {what}, got {type(obj).__name__}")
+    return obj
+
+
+def compact(meta: dict) -> dict:
+    """Drop empty meta values so rows stay small and comparable across formats."""
+    return {k: v for k, v in meta.items() if v is not None and v != "" and v != []}
+
+
+def image_root(source: Path, images: Path | None) -> Path:
+    """The folder images are resolved against: --images if given, else the source folder."""
+    if images is not None:
+        if not images.is_dir():
+            raise UserError(f"{images}: --images is not a folder")
+        return images
+    return source if source.is_dir() else source.parent

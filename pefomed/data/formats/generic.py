@@ -1,0 +1,151 @@
+"""Generic layouts: `jsonl`, `csv` (columns chosen with --map) and `folder` (images + .txt reports).
+
+`jsonl` / `csv`: SOURCE is one file, or a folder of train / val|validation / test files.
+`--map field=column,...` names the columns; fields: question, answer, image (several paths
+separated by ";" or a JSON list), id, split, answer_type, prompt, task; any other field name
+becomes a meta key. Unmapped fields default to the column of the same name. task is "vqa" when a
+question column exists, else "report". Split rule: the mapped split column, else the file name,
+else a seeded split by image (`--split`, `--seed`). Image paths are relative to `--images`, else
+to the file's folder.
+
+`folder`: every image file (jpg, png, dcm) under SOURCE with a sidecar NAME.txt holding its
+report; task "report". Split rule: a train/val/test folder in the path, else a seeded split.
+An image without a sidecar is an error naming it (skipped and listed with --skip-bad).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+from pefomed.data.formats import PrepareOptions, SourceSplits, register
+from pefomed.data.formats._common import (answer_text, answer_type_of, clean, compact, image_root, infer_answer_type,
+                                          parse_fractions, read_csv_rows, seeded_split, split_of)
+from pefomed.data.images import IMAGE_SUFFIXES
+from pefomed.errors import UserError
+from pefomed.io import iter_jsonl
+from pefomed.records import SPLITS, Sample
+
+FIELDS = ("question", "answer", "image", "id", "split", "answer_type", "prompt", "task")
+
+
+def _finish(by_split: dict[str | None, list[Sample]], options: PrepareOptions, notes: dict) -> dict[str, list[Sample]]:
+    splits = {k: v for k, v in by_split.items() if k}
+    if by_split.get(None):
+        fractions = parse_fractions(options.split)
+        groups: dict[str, list[Sample]] = {}
+        for s in by_split[None]:
+            groups.setdefault(s.images[0] if s.images else s.id, []).append(s)
+        for split, samples in seeded_split(groups, fractions, options.seed).items():
+            splits.setdefault(split, []).extend(samples)
+        notes["split"] = {"rule": "seeded, by image", "fractions": list(fractions), "seed": options.seed}
+    return splits
+
+
+def _images(value, where: str) -> list[str]:
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    text = clean(value)
+    if text is None:
+        raise UserError(f"{where}: no image path")
+    if text.startswith("["):
+        try:
+            return [str(v) for v in json.loads(text)]
+        except json.JSONDecodeError:
+            raise UserError(f"{where}: image column looks like a JSON list but is not valid JSON") from None
+    return [p.strip() for p in text.split(";") if p.strip()]
+
+
+def _read_table(source: Path, options: PrepareOptions, kind: str,
+                rows_of: "callable[[Path], Iterator[tuple[int, dict]]]", suffixes: tuple[str, ...]) -> SourceSplits:
+    files = [source] if source.is_file() else sorted(p for p in source.iterdir()
+                                                     if p.suffix.lower() in suffixes and split_of(p.name))
+    if not files:
+        raise UserError(f"{source}: no {kind} file (a file, or a folder with train/val/test {'/'.join(suffixes)} files)")
+    unknown_keys = [k for k in options.column_map if not k.isidentifier()]
+    if unknown_keys:
+        raise UserError(f"--map: field names must be plain words, got {', '.join(unknown_keys)}")
+    col = {f: options.column_map.get(f, f) for f in FIELDS}
+    extra = {k: v for k, v in options.column_map.items() if k not in FIELDS}
+    root = image_root(source, options.images)
+    by_split: dict[str | None, list[Sample]] = {}
+    notes: dict[str, object] = {"column_map": col | extra}
+    inferred = 0
+    for path in files:
+        file_split = split_of(path.name) if source.is_dir() or split_of(path.name) else None
+        for line, row in rows_of(path):
+            where = f"{path}:{line}"
+            for need in ("answer", "image"):
+                if col[need] not in row:
+                    raise UserError(f"{where}: no column {col[need]!r} for {need} (use --map {need}=COLUMN)")
+            question = row.get(col["question"])
+            task = clean(row.get(col["task"])) or ("vqa" if col["question"] in row else "report")
+            if task not in ("vqa", "report"):
+                raise UserError(f"{where}: task {task!r} must be vqa or report")
+            answer = answer_text(row[col["answer"]], where)
+            sample_id = clean(row.get(col["id"])) or f"{path.stem}-{line}"
+            split = file_split
+            if col["split"] in row:
+                split = split_of(str(row[col["split"]]))
+                if split is None:
+                    raise UserError(f"{where}: split {row[col['split']]!r} is none of {', '.join(SPLITS)}")
+            answer_type = None
+            if task == "vqa":
+                if clean(row.get(col["answer_type"])):
+                    answer_type = answer_type_of(row[col["answer_type"]], where)
+                else:
+                    answer_type, inferred = infer_answer_type(answer), inferred + 1
+            by_split.setdefault(split, []).append(Sample(
+                id=str(sample_id), task=task, images=[str(root / p) for p in _images(row[col["image"]], where)],
+                question=str(question).strip() if task == "vqa" and question is not None else None,
+                prompt=clean(row.get(col["prompt"])) if task == "report" else None,
+                answer=answer, answer_type=answer_type,
+                meta=compact({k: row.get(v) for k, v in extra.items()})))
+    if inferred:
+        notes["answer_type"] = f"inferred for {inferred} samples: yes/no answers closed, all others open"
+    return SourceSplits(splits=_finish(by_split, options, notes), root=root, notes=notes)
+
+
+@register("jsonl")
+def read_jsonl(source: Path, options: PrepareOptions) -> SourceSplits:
+    return _read_table(source, options, "JSONL", iter_jsonl, (".jsonl",))
+
+
+@register("csv")
+def read_csv(source: Path, options: PrepareOptions) -> SourceSplits:
+    return _read_table(source, options, "CSV", read_csv_rows, (".csv",))
+
+
+@register("folder")
+def read_folder(source: Path, options: PrepareOptions) -> SourceSplits:
+    if not source.is_dir():
+        raise UserError(f"{source}: not a folder (folder expects images with sidecar .txt reports)")
+    files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise UserError(f"{source}: no images (.jpg, .jpeg, .png, .dcm) found")
+    by_split: dict[str | None, list[Sample]] = {}
+    skipped: list[dict[str, str]] = []
+    problems = []
+    for image in files:
+        rel = image.relative_to(source)
+        sidecar = image.with_suffix(".txt")
+        sample_id = rel.with_suffix("").as_posix()
+        report = None
+        if sidecar.is_file():
+            try:
+                report = clean(sidecar.read_text(encoding="utf-8"))
+            except UnicodeDecodeError as err:
+                raise UserError(f"{sidecar}: not UTF-8 text (byte {err.start})") from None
+        if not report:
+            reason = f"{'empty' if sidecar.is_file() else 'no'} sidecar report {sidecar.name}"
+            problems.append(f"{sample_id}: {reason} for {image}")
+            skipped.append({"id": sample_id, "reason": f"{reason} ({image})"})
+            continue
+        split = next((split_of(p) for p in rel.parts[:-1] if split_of(p)), None)
+        by_split.setdefault(split, []).append(Sample(id=sample_id, task="report", images=[str(image)], answer=report))
+    if problems and not options.skip_bad:
+        raise UserError(f"{len(problems)} image(s) without a report:\n  " + "\n  ".join(problems[:20]),
+                        hint="add NAME.txt beside each image, or pass --skip-bad to skip them")
+    notes: dict[str, object] = {}
+    return SourceSplits(splits=_finish(by_split, options, notes), root=source, skipped=skipped, notes=notes)
