@@ -21,13 +21,15 @@ from pefomed.records import Sample
 @register("captions")
 def read_captions(source: Path, options: PrepareOptions) -> SourceSplits:
     files = [source] if source.is_file() else sorted(p for p in source.glob("*.json") if split_of(p.name))
+    if not files and source.is_dir() and len(list(source.glob("*.json"))) == 1:
+        files = list(source.glob("*.json"))  # one JSON without a split name: split it here
     if not files:
         raise UserError(f"{source}: no caption JSON (a file, or a folder with train.json / val.json / test.json)")
     root = image_root(source, options.images)
     by_split: dict[str | None, list[Sample]] = {}
     skipped: list[dict[str, str]] = []
     for path in files:
-        split = split_of(path.name) if source.is_dir() else None
+        split = split_of(path.name)
         for index, rec in enumerate(need_list(read_json(path), path)):
             where = f"{path}: record {index}"
             need_keys(rec, ("image", "caption"), where)

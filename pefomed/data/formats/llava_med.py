@@ -25,6 +25,8 @@ PLACEHOLDER = "<image>"
 @register("llava-med")
 def read_llava_med(source: Path, options: PrepareOptions) -> SourceSplits:
     files = [source] if source.is_file() else sorted(p for p in source.glob("*.json") if split_of(p.name))
+    if not files and source.is_dir() and len(list(source.glob("*.json"))) == 1:
+        files = list(source.glob("*.json"))  # one JSON without a split name: split it here
     if not files:
         raise UserError(f"{source}: no conversation JSON (a file, or a folder with train*.json / test*.json)")
     root = image_root(source, options.images)
