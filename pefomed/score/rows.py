@@ -23,6 +23,7 @@ class Row:
     question: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
     line: int = 0
+    references: list[str] | None = None  # optional extra references (report metrics use all)
 
 
 def _infer_task(row: dict[str, Any]) -> str | None:
@@ -71,7 +72,11 @@ def read_rows(path: str | os.PathLike, task: str | None = None) -> list[Row]:
         meta = raw.get("meta") or {}
         if not isinstance(meta, dict):
             raise UserError(f"{where}: 'meta' must be an object")
-        rows.append(Row(id=row_id, prediction=raw["prediction"], reference=raw["reference"],
+        references = raw.get("references")
+        if references is not None and (not isinstance(references, list) or not references
+                                       or not all(isinstance(x, str) for x in references)):
+            raise UserError(f"{where}: 'references' must be a non-empty list of strings")
+        rows.append(Row(id=row_id, references=references, prediction=raw["prediction"], reference=raw["reference"],
                         task=row_task or task or "report", answer_type=answer_type,
                         question=raw.get("question") or "", meta=meta, line=lineno))
     if not rows:
