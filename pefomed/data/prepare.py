@@ -9,6 +9,7 @@ split files and manifest apart from `created_at`.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import os
@@ -180,6 +181,11 @@ def prepare(source: str | Path, fmt: str, out: str | Path, options: PrepareOptio
     if images.size is not None and images.size < 8:
         raise UserError(f"--image-size must be at least 8 pixels, got {images.size}")
     fractions = parse_fractions(options.split, default=(0.8, 0.1, 0.1)) if options.resplit_by_image else None
+    # Resolve what the user typed ("../data/x") so that a '..' left in an image path can only
+    # have come from the dataset's own files, which is what safe_source_path rejects.
+    source = source.resolve()
+    if options.images is not None:
+        options = dataclasses.replace(options, images=Path(options.images).resolve())
     read: SourceSplits = get_reader(fmt)(source, options)
     root = (read.root or (source if source.is_dir() else source.parent)).resolve()
     unknown = set(read.splits) - set(SPLITS)

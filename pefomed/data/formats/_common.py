@@ -137,13 +137,17 @@ def parse_xml(path: Path) -> ET.Element:
         raise UserError(f"{path}: cannot read ({err.strerror})") from None
 
 
+class _Refused(pickle.UnpicklingError):
+    pass
+
+
 class _PlainUnpickler(pickle.Unpickler):
     """Admits only what plain data pickles contain: dict, list, tuple, set, str, bytes, numbers,
     bool, None. Those need no global lookup; any global (a class, a function) is refused before
     it can be called."""
 
     def find_class(self, module: str, name: str):  # noqa: D401 - pickle API
-        raise pickle.UnpicklingError(f"the pickle refers to {module}.{name}, only plain containers, "
+        raise _Refused(f"the pickle refers to {module}.{name}, only plain containers, "
                                      "strings and numbers are allowed")
 
 
@@ -151,9 +155,9 @@ def load_plain_pickle(path: Path) -> Any:
     try:
         with open(path, "rb") as handle:
             return _PlainUnpickler(handle).load()
-    except pickle.UnpicklingError as err:
+    except _Refused as err:
         raise UserError(f"{path}: refused to load: {err}") from None
-    except (EOFError, ValueError, TypeError, IndexError, KeyError) as err:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError) as err:
         raise UserError(f"{path}: malformed pickle ({type(err).__name__}: {err})") from None
     except OSError as err:
         raise UserError(f"{path}: cannot read ({err.strerror})") from None
