@@ -58,6 +58,7 @@ class MethodSection(_Section):
 
 
 class DataSection(_Section):
+    dir: Optional[str] = Field(None, description="DATA_DIR written by `pefomed prepare` (or --data)")
     train_split: str = "train"
     val_split: Optional[str] = None
     vqa_template: str = "{question}"

@@ -1,0 +1,34 @@
+"""Load what `pefomed train` wrote in RUN_DIR: recipe, base model, processor and adapter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pefomed.errors import UserError
+from pefomed.models.loader import ModelBundle, load_base, materialize_base
+from pefomed.recipe import Recipe, load_recipe
+
+
+def load_run(run_dir: str | Path, precision: str | None = None) -> tuple[Recipe, ModelBundle]:
+    import torch
+    from peft import PeftModel
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "recipe.yaml").is_file():
+        raise UserError(f"{run_dir}: not a run folder (no recipe.yaml); pass the --out folder of `pefomed train`")
+    if not (run_dir / "adapter" / "adapter_config.json").is_file():
+        raise UserError(f"{run_dir}: the run has no adapter yet (training did not finish?); "
+                        f"continue it with `pefomed train --resume {run_dir}`")
+    recipe = load_recipe(run_dir / "recipe.yaml")
+    precision = precision or ("fp32" if not torch.cuda.is_available() else recipe.train.precision)
+    bundle = load_base(materialize_base(recipe.model, run_dir), recipe.model, precision)
+    if (run_dir / "processor").is_dir():
+        from transformers import AutoProcessor
+
+        bundle.processor = AutoProcessor.from_pretrained(run_dir / "processor")
+    model = PeftModel.from_pretrained(bundle.model, run_dir / "adapter")
+    model.eval()
+    if torch.cuda.is_available():
+        model.to("cuda")
+    bundle.model = model
+    return recipe, bundle

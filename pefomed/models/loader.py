@@ -1,0 +1,68 @@
+"""Load the base model and processor a recipe names.
+
+- kind `tiny`: the built-in tiny LLaVA, built into RUN_DIR/base_model by `materialize_base` so
+  that inference reloads exactly the weights that were trained on.
+- kind `hf`: any checkpoint AutoModelForImageTextToText + AutoProcessor load (local folder or,
+  on a machine that can reach a hub, a hub id).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pefomed.errors import UserError
+from pefomed.recipe import ModelSection
+
+
+@dataclass
+class ModelBundle:
+    model: object  # a transformers PreTrainedModel (or a PeftModel around one)
+    processor: object
+    source: str  # where the base weights were loaded from
+
+
+def quiet_transformers() -> None:
+    """Weight-loading progress bars are noise next to our own progress output."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def materialize_base(section: ModelSection, run_dir: Path) -> str:
+    """Where the base weights live for this run; builds the tiny model into RUN_DIR when needed."""
+    if section.kind == "tiny":
+        from pefomed.models.tiny import build_tiny
+
+        target = run_dir / "base_model"
+        if not (target / "config.json").is_file():
+            build_tiny(section.tiny, target)
+        return str(target)
+    if section.kind == "hf":
+        if not section.name_or_path:
+            raise UserError("recipe key 'model.name_or_path' is required when model.kind is 'hf'")
+        return section.name_or_path
+    raise UserError(f"model.kind {section.kind!r} is not supported by this version")
+
+
+def torch_dtype(precision: str):
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def load_base(source: str, section: ModelSection, precision: str = "fp32") -> ModelBundle:
+    quiet_transformers()
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    local = Path(source)
+    if not local.exists() and ("/" not in source or source.startswith((".", "/"))):
+        raise UserError(f"model {source!r}: no such folder")
+    try:
+        processor = AutoProcessor.from_pretrained(source, trust_remote_code=section.trust_remote_code)
+        model = AutoModelForImageTextToText.from_pretrained(
+            source, dtype=torch_dtype(precision), trust_remote_code=section.trust_remote_code)
+    except OSError as err:
+        raise UserError(f"model {source!r} could not be loaded: {err}") from None
+    return ModelBundle(model=model, processor=processor, source=source)

@@ -1,0 +1,88 @@
+"""The embedded default model: a tiny LLaVA (CLIP vision tower + 2-layer MLP projector + Llama)
+built deterministically in code, with a byte-level BPE tokenizer trained offline on text shipped
+with the package. Nothing is downloaded: `build_tiny` writes an ordinary transformers folder
+that AutoModelForImageTextToText / AutoProcessor load like any hub checkpoint.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from pefomed.recipe import TinyConfig
+
+IMAGE_TOKEN = "<image>"
+LM_HEAD_STD = 0.3
+SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", IMAGE_TOKEN]
+
+# A plain USER/ASSISTANT template in the LLaVA-1.5 style; one <image> per image in the message.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'] | upper }}: "
+    "{% for part in message['content'] %}{% if part['type'] == 'image' %}<image>\n"
+    "{% else %}{{ part['text'] }}{% endif %}{% endfor %}\n{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+
+def corpus_lines() -> list[str]:
+    """The bundled text the tokenizer is trained on (package data, never read from disk elsewhere)."""
+    text = (resources.files("pefomed") / "resources" / "tiny_corpus.txt").read_text(encoding="utf-8")
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def train_tokenizer(vocab_size: int):
+    """Byte-level BPE, so any text (any language) tokenizes without unknown tokens."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(corpus_lines(), trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                   unk_token="<unk>", extra_special_tokens={"image_token": IMAGE_TOKEN})
+
+
+def build_tiny(cfg: TinyConfig, out_dir: str | Path) -> Path:
+    """Build the tiny model + processor from `cfg` and save them to `out_dir` (deterministic)."""
+    import torch
+    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
+                              LlavaForConditionalGeneration, LlavaProcessor)
+
+    tokenizer = train_tokenizer(cfg.vocab_size)
+    image_processor = CLIPImageProcessor(size={"shortest_edge": cfg.image_size},
+                                         crop_size={"height": cfg.image_size, "width": cfg.image_size})
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=cfg.patch_size,
+                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                               chat_template=CHAT_TEMPLATE)
+    vision = CLIPVisionConfig(hidden_size=cfg.vision_hidden, intermediate_size=cfg.vision_hidden * 2,
+                              num_hidden_layers=cfg.vision_layers, num_attention_heads=cfg.heads,
+                              image_size=cfg.image_size, patch_size=cfg.patch_size, projection_dim=cfg.vision_hidden)
+    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=cfg.text_hidden, intermediate_size=cfg.text_hidden * 3,
+                       num_hidden_layers=cfg.text_layers, num_attention_heads=cfg.heads, num_key_value_heads=cfg.heads,
+                       max_position_embeddings=2048, pad_token_id=tokenizer.pad_token_id,
+                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                       tie_word_embeddings=False)
+    config = LlavaConfig(vision_config=vision, text_config=text,
+                         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+                         vision_feature_layer=-1, vision_feature_select_strategy="default",
+                         projector_hidden_act="gelu")
+    # A private generator keeps the build identical whatever the caller's global RNG state.
+    devices = []  # fork_rng on CPU only
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(cfg.seed)
+        model = LlavaForConditionalGeneration(config)
+        # A random head at the usual 0.02 init can only emit near-uniform logits (|logit| <~ 1.3
+        # after the frozen final norm), so a frozen tiny LLM could never answer confidently.
+        # Pretrained LLMs have a head of useful scale; this gives the tiny one the same.
+        model.lm_head.weight.data.normal_(0.0, LM_HEAD_STD)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return out_dir

@@ -1,0 +1,83 @@
+"""Saving what a run produced: the adapter (every process joins, rank 0 writes) and resumable
+DeepSpeed checkpoints with the RNG state of each process.
+
+Under ZeRO-3 each process holds only a shard of every parameter, and saving the peft model
+naively writes empty tensors (a known failure of fine-tuning tools). We gather the trainable
+parameters first, so the adapter on disk is complete whatever the ZeRO stage.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pefomed.io import write_json
+
+CHECKPOINTS = "checkpoints"
+
+
+def trainable_state_dict(model, stage: int) -> dict[str, torch.Tensor]:
+    """Full (gathered) copies of the trainable parameters, on CPU, on every rank."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if stage == 3:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters([p for _, p in named], modifier_rank=None):
+            return {n: p.detach().to("cpu", copy=True) for n, p in named}
+    return {n: p.detach().to("cpu", copy=True) for n, p in named}
+
+
+def save_adapter(peft_model, out_dir: Path, stage: int, rank: int) -> None:
+    state = trainable_state_dict(peft_model, stage)
+    if rank != 0:
+        return
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    peft_model.save_pretrained(tmp, state_dict=state)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+
+
+def rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(engine, run_dir: Path, step: int, progress: dict, rank: int, keep: int) -> str:
+    """A DeepSpeed checkpoint (trainable weights, optimizer, scheduler) plus our progress and RNG."""
+    tag = f"step-{step:07d}"
+    root = run_dir / CHECKPOINTS
+    engine.save_checkpoint(str(root), tag=tag, client_state={"progress": progress}, exclude_frozen_parameters=True)
+    torch.save(rng_state(), root / tag / f"rng_rank{rank}.pt")
+    if rank == 0:
+        write_json(root / tag / "progress.json", progress)
+        tags = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith("step-"))
+        for old in tags[:-keep]:
+            shutil.rmtree(root / old, ignore_errors=True)
+    return tag
+
+
+def latest_tag(run_dir: Path) -> str | None:
+    latest = run_dir / CHECKPOINTS / "latest"
+    return latest.read_text().strip() if latest.is_file() else None
+
+
+def load_checkpoint(engine, run_dir: Path, rank: int) -> dict:
+    tag = latest_tag(run_dir)
+    _, client = engine.load_checkpoint(str(run_dir / CHECKPOINTS), tag=tag, load_module_strict=False)
+    set_rng_state(torch.load(run_dir / CHECKPOINTS / tag / f"rng_rank{rank}.pt", weights_only=False))
+    return client["progress"]

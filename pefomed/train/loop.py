@@ -1,0 +1,215 @@
+"""`pefomed train`: the DeepSpeed training loop, small enough to read in one sitting.
+
+One code path for a laptop CPU (a one-process gloo group), one GPU (bf16) and many processes
+(deepspeed / torchrun launchers): build the model, attach the PEFT method, hand model, AdamW and
+the schedule to deepspeed.initialize, and step. Data order is a seeded permutation per epoch,
+sharded by rank, so a resumed run sees exactly the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pefomed.console import console, progress_bar
+from pefomed.errors import UserError
+from pefomed.io import atomic_write, write_json
+from pefomed.recipe import Recipe
+from pefomed.records import read_split
+
+
+def _quiet_deepspeed() -> None:
+    import logging
+
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    from deepspeed.utils import logger as ds_logger
+
+    ds_logger.setLevel(logging.WARNING)
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def peak_memory_mb() -> float:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def micro_batch_indices(n_samples: int, epoch: int, index: int, seed: int, batch: int, rank: int, world: int) -> list[int]:
+    """Sample indices of micro-batch `index` of `epoch` for `rank`: a seeded permutation per epoch,
+    consecutive slices interleaved across ranks (so the global batch equals a one-process batch of
+    batch * world samples)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(n_samples, generator=generator)
+    start = (index * world + rank) * batch
+    return order[start:start + batch].tolist()
+
+
+def _param_groups(model, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices only (PeFoMed/MiniGPT-v2): biases and norm weights are exempt."""
+    decay, no_decay = [], []
+    for _, param in model.named_parameters():
+        if param.requires_grad:
+            (decay if param.ndim >= 2 else no_decay).append(param)
+    return [g for g in ({"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0})
+            if g["params"]]
+
+
+def _to_device(batch: dict, device, dtype):
+    import torch
+
+    out = {}
+    for key, value in batch.items():
+        value = value.to(device)
+        if torch.is_floating_point(value) and dtype is not None:
+            value = value.to(dtype)
+        out[key] = value
+    return out
+
+
+def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> Path:
+    """Train per `recipe` into `run_dir`; returns the adapter folder."""
+    _quiet_deepspeed()
+    import deepspeed
+    import torch
+    import torch.distributed as dist
+
+    from pefomed.data.collate import Collator
+    from pefomed.models.components import count_parameters
+    from pefomed.models.loader import load_base, materialize_base, torch_dtype
+    from pefomed.models.peft_methods import apply_method
+    from pefomed.train import checkpoints
+    from pefomed.train.deepspeed_config import resolve, zero_stage
+    from pefomed.train.distributed import barrier, device, init_distributed
+    from pefomed.train.schedule import lr_multiplier
+
+    run_dir = Path(run_dir)
+    cfg = recipe.train
+    if recipe.data.dir is None:
+        raise UserError("no training data: pass --data DATA_DIR or set data.dir in the recipe")
+    data_dir = Path(recipe.data.dir)
+    if not (data_dir / "manifest.json").is_file():
+        raise UserError(f"{data_dir}: not a prepared DATA_DIR (no manifest.json); run `pefomed prepare` first")
+    if resume and checkpoints.latest_tag(run_dir) is None:
+        raise UserError(f"{run_dir}: nothing to resume (no checkpoints/latest)")
+
+    rank, world = init_distributed()
+    is_main = rank == 0
+    seed_everything(cfg.seed)
+    ds_config = resolve(cfg, world)
+    stage = zero_stage(ds_config)
+
+    samples = read_split(data_dir, recipe.data.train_split)
+    micro_per_epoch = len(samples) // (cfg.batch_size * world)
+    if micro_per_epoch < cfg.grad_accum:
+        raise UserError(f"{data_dir}/{recipe.data.train_split}.jsonl has {len(samples)} samples, fewer than one global "
+                        f"batch ({cfg.batch_size} x {world} processes x {cfg.grad_accum} accumulation)")
+    steps_per_epoch = micro_per_epoch // cfg.grad_accum
+    total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_write(run_dir / "recipe.yaml") as handle:
+            handle.write(recipe.to_yaml())
+        base_source = materialize_base(recipe.model, run_dir)
+    barrier()
+    base_source = materialize_base(recipe.model, run_dir)
+    bundle = load_base(base_source, recipe.model)
+    model, processor = bundle.model, bundle.processor
+    model = apply_method(model, recipe.method)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    params = count_parameters(model)
+    if is_main:
+        write_json(run_dir / "trainable.json", {"method": recipe.method.name, **params})
+        processor.save_pretrained(run_dir / "processor")
+        console.print(f"trainable parameters: {params['all']['trainable']:,} of {params['all']['total']:,} "
+                      f"({params['trainable_percent']}%) · " + ", ".join(
+                          f"{k} {v['trainable']:,}" for k, v in sorted(params["components"].items())))
+
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, total_steps, cfg))
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
+    dtype = None if cfg.precision == "fp32" else torch_dtype(cfg.precision)
+
+    step, micro = 0, 0
+    log_path = run_dir / "train_log.jsonl"
+    if resume:
+        progress = checkpoints.load_checkpoint(engine, run_dir, rank)
+        step, micro = progress["step"], progress["micro"]
+        if is_main and log_path.exists():
+            kept = [line for line in log_path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+            with atomic_write(log_path) as handle:
+                handle.write("".join(line + "\n" for line in kept))
+    elif is_main and log_path.exists():
+        log_path.unlink()
+
+    collator = Collator(processor, recipe.data, data_dir, train=True)
+    engine.train()
+    window_loss, window_micro, window_samples, window_start = 0.0, 0, 0, time.perf_counter()
+    bar = progress_bar() if is_main else None
+    if bar:
+        bar.start()
+        task = bar.add_task("training", total=total_steps, completed=step, status="")
+    try:
+        while step < total_steps:
+            epoch, index = divmod(micro, micro_per_epoch)
+            ids = micro_batch_indices(len(samples), epoch, index, cfg.seed, cfg.batch_size, rank, world)
+            batch = _to_device(collator([collator.encode(samples[i]) for i in ids]), device(), dtype)
+            loss = engine(**batch).loss
+            engine.backward(loss)
+            engine.step()
+            micro += 1
+            window_loss += loss.item()
+            window_micro += 1
+            window_samples += len(ids) * world
+            if micro % cfg.grad_accum:
+                continue
+            step += 1
+            if step % cfg.log_every == 0 or step == total_steps:
+                mean_loss = torch.tensor(window_loss / window_micro)
+                if world > 1:
+                    dist.all_reduce(mean_loss)
+                    mean_loss /= world
+                elapsed = time.perf_counter() - window_start
+                row = {"step": step, "epoch": round(micro / micro_per_epoch, 4), "loss": round(mean_loss.item(), 6),
+                       "lr": scheduler.get_last_lr()[0], "samples_per_s": round(window_samples / max(elapsed, 1e-9), 3),
+                       "peak_memory_mb": round(peak_memory_mb(), 1)}
+                if is_main:
+                    with open(log_path, "a", encoding="utf-8") as handle:
+                        handle.write(json.dumps(row) + "\n")
+                    bar.update(task, completed=step, status=f"loss {row['loss']:.4f} lr {row['lr']:.2e}")
+                window_loss, window_micro, window_samples, window_start = 0.0, 0, 0, time.perf_counter()
+            elif bar:
+                bar.update(task, completed=step)
+            if (cfg.save_every and step % cfg.save_every == 0) or step == total_steps:
+                checkpoints.save_checkpoint(engine, run_dir, step, {"step": step, "micro": micro}, rank,
+                                            cfg.keep_checkpoints)
+    finally:
+        if bar:
+            bar.stop()
+    checkpoints.save_adapter(engine.module, run_dir / "adapter", stage, rank)
+    if is_main:
+        write_json(run_dir / "last.json", {"step": step, "checkpoint": checkpoints.latest_tag(run_dir)})
+    barrier()
+    return run_dir / "adapter"

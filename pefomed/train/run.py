@@ -1,0 +1,37 @@
+"""What `pefomed train` does before the loop: resolve the recipe, the data and RUN_DIR."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pefomed.console import console
+from pefomed.errors import UserError
+from pefomed.recipe import load_recipe
+
+
+def start_or_resume(recipe_path: str | None, overrides: list[str], data: Path | None, out: Path | None,
+                    resume: Path | None) -> Path:
+    from pefomed.train.loop import train
+
+    if resume is not None:
+        if recipe_path is not None or overrides:
+            # the resolved recipe in RUN_DIR is the run's definition; changing it mid-run breaks resume
+            raise UserError("--resume takes the run's own recipe.yaml; do not pass a recipe or overrides with it")
+        recipe = load_recipe(resume / "recipe.yaml")
+        run_dir = resume
+    else:
+        if recipe_path is None:
+            raise UserError("missing RECIPE (a YAML file or a built-in name such as tiny-demo)")
+        if recipe_path.count("=") and not Path(recipe_path).exists():
+            raise UserError(f"{recipe_path!r} looks like an override; the recipe file comes first")
+        recipe = load_recipe(recipe_path, overrides)
+        if data is not None:
+            recipe.data.dir = str(data)
+        if recipe.data.dir is not None:
+            recipe.data.dir = str(Path(recipe.data.dir).resolve())
+        run_dir = out or Path("runs") / Path(recipe_path).stem
+        if (run_dir / "recipe.yaml").exists():
+            raise UserError(f"{run_dir} already holds a run; choose another --out, or continue it with --resume {run_dir}")
+    adapter = train(recipe, run_dir, resume=resume is not None)
+    console.print(f"adapter: {adapter}")
+    return adapter
