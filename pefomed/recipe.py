@@ -27,7 +27,7 @@ class TinyConfig(_Section):
     """Sizes of the built-in tiny LLaVA (vision CLIP + Llama), built deterministically in code."""
 
     image_size: int = 32
-    patch_size: int = 8
+    patch_size: int = 4  # 64 image tokens: small patches keep a small bright finding inside whole patches
     vision_hidden: int = 64
     vision_layers: int = 2
     text_hidden: int = 64
