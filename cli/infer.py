@@ -32,9 +32,10 @@ def register(app: typer.Typer) -> None:
     ):
         from pefomed.errors import UserError
         from pefomed.infer.generate import predict
-        from pefomed.infer.run import load_run
+        from pefomed.infer.run import check_run_dir, load_run
         from pefomed.infer.sources import folder_samples, split_samples
 
+        check_run_dir(run_dir)
         if (data is None) == (images is None):
             raise UserError("give exactly one of --data DATA_DIR or --images FOLDER")
         if question is not None and images is None:

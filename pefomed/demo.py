@@ -10,8 +10,6 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from rich.table import Table
-
 from pefomed.console import console
 from pefomed.errors import UserError
 
@@ -56,12 +54,10 @@ def run_demo(out: str | Path, overrides: list[str] | None = None) -> dict[str, P
     metrics = score_files([paths["predictions"]], out=paths["metrics"], report=paths["report"])
     print_metrics(metrics)
 
-    table = Table(title="pefomed demo: outputs")
-    table.add_column("stage")
-    table.add_column("written to")
+    # plain lines, not a table: full paths must never be cut to the terminal's width
+    console.rule("pefomed demo: outputs")
     for stage, path in (("prepared data", paths["data"]), ("run (adapter, logs, checkpoints)", paths["run"]),
                         ("predictions", paths["predictions"]), ("metrics", paths["metrics"]),
                         ("report", paths["report"] / "report.html")):
-        table.add_row(stage, str(path))
-    console.print(table)
+        console.print(f"{stage}: {path}", soft_wrap=True, highlight=False)
     return paths

@@ -9,16 +9,22 @@ from pefomed.models.loader import ModelBundle, load_base, materialize_base
 from pefomed.recipe import Recipe, load_recipe
 
 
-def load_run(run_dir: str | Path, precision: str | None = None) -> tuple[Recipe, ModelBundle]:
-    import torch
-    from peft import PeftModel
-
+def check_run_dir(run_dir: str | Path) -> None:
+    """Cheap checks before any model is loaded, so a wrong path fails at once."""
     run_dir = Path(run_dir)
     if not (run_dir / "recipe.yaml").is_file():
         raise UserError(f"{run_dir}: not a run folder (no recipe.yaml); pass the --out folder of `pefomed train`")
     if not (run_dir / "adapter" / "adapter_config.json").is_file():
         raise UserError(f"{run_dir}: the run has no adapter yet (training did not finish?); "
                         f"continue it with `pefomed train --resume {run_dir}`")
+
+
+def load_run(run_dir: str | Path, precision: str | None = None) -> tuple[Recipe, ModelBundle]:
+    import torch
+    from peft import PeftModel
+
+    run_dir = Path(run_dir)
+    check_run_dir(run_dir)
     recipe = load_recipe(run_dir / "recipe.yaml")
     precision = precision or ("fp32" if not torch.cuda.is_available() else recipe.train.precision)
     bundle = load_base(materialize_base(recipe.model, run_dir), recipe.model, precision)

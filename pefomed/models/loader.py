@@ -24,8 +24,12 @@ class ModelBundle:
 
 def quiet_transformers() -> None:
     """Weight-loading progress bars are noise next to our own progress output."""
+    import warnings
+
     from transformers.utils import logging as hf_logging
 
+    # peft still calls a transformers property that warns on every load
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
 

@@ -49,6 +49,10 @@ def train_tokenizer(vocab_size: int):
 def build_tiny(cfg: TinyConfig, out_dir: str | Path) -> Path:
     """Build the tiny model + processor from `cfg` and save them to `out_dir` (deterministic)."""
     import torch
+
+    from pefomed.models.loader import quiet_transformers
+
+    quiet_transformers()
     from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
                               LlavaForConditionalGeneration, LlavaProcessor)
 
