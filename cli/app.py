@@ -28,9 +28,9 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show full traceback
 
 
 def _register() -> None:
-    from pefomed.cli import demo, infer, prepare, score, train
+    from pefomed.cli import demo, export, infer, prepare, score, train
 
-    for module in (prepare, train, infer, score, demo):
+    for module in (prepare, train, infer, score, export, demo):
         module.register(app)
 
 

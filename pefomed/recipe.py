@@ -37,10 +37,19 @@ class TinyConfig(_Section):
     seed: int = 0
 
 
+class ComposedConfig(_Section):
+    """The PeFoMed / MiniGPT-v2 architecture assembled from parts (model.kind: composed)."""
+
+    vision_name_or_path: Optional[str] = Field(None, description="a transformers vision encoder (CLIP, SigLIP, EVA-style ViT)")
+    llm_name_or_path: Optional[str] = Field(None, description="any transformers causal LM")
+    merge_tokens: int = Field(4, gt=0, description="adjacent visual tokens concatenated (4 in PeFoMed)")
+
+
 class ModelSection(_Section):
     kind: Literal["tiny", "hf", "composed"] = "tiny"
     name_or_path: Optional[str] = Field(None, description="hub id or local folder (kind=hf)")
     tiny: TinyConfig = TinyConfig()
+    composed: ComposedConfig = ComposedConfig()
     freeze_vision: bool = True
     trust_remote_code: bool = False
 

@@ -43,6 +43,8 @@ def materialize_base(section: ModelSection, run_dir: Path) -> str:
         if not (target / "config.json").is_file():
             build_tiny(section.tiny, target)
         return str(target)
+    if section.kind == "composed":
+        return "composed"  # assembled from model.composed.* by pefomed.models.composed
     if section.kind == "hf":
         if not section.name_or_path:
             raise UserError("recipe key 'model.name_or_path' is required when model.kind is 'hf'")
@@ -58,6 +60,10 @@ def torch_dtype(precision: str):
 
 def load_base(source: str, section: ModelSection, precision: str = "fp32") -> ModelBundle:
     quiet_transformers()
+    if section.kind == "composed":
+        from pefomed.models.composed import load_composed
+
+        return load_composed(section, precision)
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     local = Path(source)

@@ -1,0 +1,5 @@
+"""`pefomed export` (placeholder until the export module lands)."""
+
+
+def register(app) -> None:
+    pass
