@@ -1,0 +1,284 @@
+"""`pefomed export`: turn a RUN_DIR into a folder other tools load without pefomed.
+
+- `merge=True`: the adapter is merged into the base weights (peft `merge_and_unload`; the trained
+  `modules_to_save` copies, i.e. the projector, replace the originals), and the result is saved as
+  an ordinary transformers checkpoint: config.json, model*.safetensors, generation_config.json,
+  plus the processor, tokenizer and chat template. `AutoModelForImageTextToText.from_pretrained(DIR)`
+  and `AutoProcessor.from_pretrained(DIR)` load it, and so can serving stacks that read the
+  standard layout (vLLM).
+- `merge=False`: the adapter files, the processor files, the resolved recipe and a README naming
+  the base model (for the built-in tiny model its weights are copied too, since they exist
+  nowhere else).
+
+The processor files are the part other merge tools tend to lose. Here they are saved from the
+run's own processor and then every file of RUN_DIR/processor the save did not write is copied as
+well; before the folder is published, AutoProcessor must reload it with the same chat template.
+
+The folder is assembled under a temporary sibling of --out and renamed into place at the end, so an
+interrupted export never leaves a folder that looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from pefomed.errors import UserError
+from pefomed.io import write_json
+
+# Methods whose weights are a function of the base weights and can be folded into them.
+# Prompt-learning methods add virtual tokens in front of the input: there is no weight to merge.
+UNMERGEABLE = {"prefix": "prefix tuning", "prompt": "prompt tuning"}
+DTYPES = ("auto", "fp32", "bf16", "fp16")
+# Large binary files that are never processor files (skipped when topping up processor files).
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf")
+
+
+def check_out_dir(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        raise UserError(f"--out {out}: folder is not empty; export writes a fresh folder (choose a new path "
+                        f"or remove this one)")
+
+
+def _target_dtype(dtype: str, model):
+    import torch
+
+    from pefomed.models.loader import torch_dtype
+
+    if dtype not in DTYPES:
+        raise UserError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+    if dtype != "auto":
+        return torch_dtype(dtype)
+    # "auto" keeps the dtype the base checkpoint was published in (a bf16 hub model stays bf16).
+    recorded = getattr(model.config, "dtype", None) or getattr(model.config, "torch_dtype", None)
+    if isinstance(recorded, str):
+        recorded = getattr(torch, recorded, None)
+    return recorded if isinstance(recorded, torch.dtype) else torch.float32
+
+
+def _load_processor(run_dir: Path, bundle):
+    if (run_dir / "processor").is_dir():
+        from transformers import AutoProcessor
+
+        return AutoProcessor.from_pretrained(run_dir / "processor")
+    return bundle.processor
+
+
+def _chat_template(processor) -> str | None:
+    template = getattr(processor, "chat_template", None)
+    if not template:
+        template = getattr(getattr(processor, "tokenizer", None), "chat_template", None)
+    return template or None
+
+
+def _save_processor(processor, run_dir: Path, dest: Path) -> None:
+    processor.save_pretrained(dest)
+    source = run_dir / "processor"
+    if source.is_dir():
+        # Anything the save did not rewrite (a sentencepiece model, special_tokens_map, a legacy
+        # chat_template.json, custom processing code) is carried over unchanged.
+        for path in source.rglob("*"):
+            target = dest / path.relative_to(source)
+            if path.is_file() and not target.exists() and not path.name.endswith(_WEIGHT_SUFFIXES):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target)
+
+
+def _verify_processor(dest: Path, expected_template: str | None) -> None:
+    """Reload the processor from the new folder alone: the files must be complete on their own."""
+    from transformers import AutoProcessor
+
+    reloaded = AutoProcessor.from_pretrained(dest)
+    if expected_template and _chat_template(reloaded) != expected_template:
+        raise RuntimeError(f"export: the processor saved to {dest} lost its chat template")
+
+
+def _check_standard_model(model) -> None:
+    """A merged model is only useful if AutoModelForImageTextToText maps its config to a class."""
+    from transformers import PreTrainedModel
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    auto_map = getattr(getattr(model, "config", None), "auto_map", None) or {}
+    if not isinstance(model, PreTrainedModel) or (
+            model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+            and "AutoModelForImageTextToText" not in auto_map):
+        raise UserError(f"this run's model ({type(model).__name__}) is not a standard transformers "
+                        f"image-text-to-text model, so a merged export could not be loaded by "
+                        f"AutoModelForImageTextToText", hint="export without --merge (adapter + processor)")
+
+
+def _fill_generation_config(model, processor) -> None:
+    """Serving stacks stop on generation_config's eos; make sure it and pad are recorded."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    gen = getattr(model, "generation_config", None)
+    if gen is None:
+        return
+    if gen.eos_token_id is None and tokenizer.eos_token_id is not None:
+        gen.eos_token_id = tokenizer.eos_token_id
+    if gen.pad_token_id is None:
+        gen.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else gen.eos_token_id
+
+
+def _base_description(recipe, run_dir: Path) -> str:
+    section = recipe.model
+    if section.kind == "tiny":
+        return f"the built-in tiny LLaVA of pefomed (model.tiny: {section.tiny.model_dump()})"
+    if section.kind == "composed":
+        return (f"pefomed's composed model: vision {section.composed.vision_name_or_path!r} + "
+                f"LLM {section.composed.llm_name_or_path!r} (merge_tokens={section.composed.merge_tokens})")
+    return f"`{section.name_or_path}`"
+
+
+def _write_readme(dest: Path, recipe, run_dir: Path, merged: bool, dtype_name: str | None) -> None:
+    method = recipe.method
+    lines = [
+        "# pefomed export", "",
+        f"- source run: `{run_dir.resolve()}`",
+        f"- base model: {_base_description(recipe, run_dir)}",
+        f"- PEFT method: `{method.name}` (r={method.r}, alpha={method.alpha}, targets={method.target_modules}, "
+        f"projector trained: {method.train_projector})",
+        "",
+    ]
+    if merged:
+        lines += [
+            f"The adapter (and the trained projector) are merged into the base weights, saved as {dtype_name}.",
+            "Load it like any transformers checkpoint:", "",
+            "```python",
+            "from transformers import AutoModelForImageTextToText, AutoProcessor",
+            "model = AutoModelForImageTextToText.from_pretrained(\"THIS_FOLDER\")",
+            "processor = AutoProcessor.from_pretrained(\"THIS_FOLDER\")",
+            "```", "",
+            "Prompts must go through `processor.apply_chat_template` (the template used in training is "
+            "included), with one image placeholder per image.",
+        ]
+    else:
+        base = "THIS_FOLDER/base_model" if recipe.model.kind == "tiny" else (recipe.model.name_or_path or "BASE")
+        lines += [
+            "This folder holds the PEFT adapter (not merged), the processor with its chat template, and the "
+            "resolved training recipe (`recipe.yaml`).",
+            "The base weights are not included" + (" except for the built-in tiny model (`base_model/`)."
+                                                 if recipe.model.kind == "tiny" else "."), "",
+            "```python",
+            "from peft import PeftModel",
+            "from transformers import AutoModelForImageTextToText, AutoProcessor",
+            f"base = AutoModelForImageTextToText.from_pretrained(\"{base}\")",
+            "model = PeftModel.from_pretrained(base, \"THIS_FOLDER\")",
+            "processor = AutoProcessor.from_pretrained(\"THIS_FOLDER\")",
+            "```",
+        ]
+    (dest / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _export_merged(run_dir: Path, recipe, dest: Path, dtype: str) -> str:
+    import torch
+    from peft import PeftModel
+
+    from pefomed.models.loader import load_base, materialize_base
+
+    if recipe.method.name in UNMERGEABLE:
+        raise UserError(f"--merge: the run was trained with {UNMERGEABLE[recipe.method.name]} "
+                        f"(method.name: {recipe.method.name}), which adds virtual tokens instead of weight "
+                        f"updates, so there is nothing to merge into the base model",
+                        hint="export without --merge to get the adapter and processor")
+    # Merge in fp32 whatever the training precision: W + BA rounded once, at the final cast.
+    bundle = load_base(materialize_base(recipe.model, run_dir), recipe.model, "fp32")
+    processor = _load_processor(run_dir, bundle)
+    _check_standard_model(bundle.model)
+    target = _target_dtype(dtype, bundle.model)
+    peft_model = PeftModel.from_pretrained(bundle.model, run_dir / "adapter")
+    if not hasattr(peft_model, "merge_and_unload"):
+        raise UserError(f"--merge: the adapter type {peft_model.peft_config['default'].peft_type} cannot be merged",
+                        hint="export without --merge")
+    model = peft_model.merge_and_unload()
+    model.to(target)
+    model.config.dtype = target  # config.json records the dtype the weights are stored in
+    model.eval()
+    _fill_generation_config(model, processor)
+    model.save_pretrained(dest)
+    _save_processor(processor, run_dir, dest)
+    _verify_processor(dest, _chat_template(processor))
+    return str(target).replace("torch.", "")
+
+
+def _export_adapter(run_dir: Path, recipe, dest: Path) -> None:
+    from pefomed.models.loader import load_base, materialize_base
+
+    for path in (run_dir / "adapter").iterdir():
+        if path.is_file() and path.name != "README.md":  # peft's stub card; ours replaces it
+            shutil.copy2(path, dest / path.name)
+    shutil.copy2(run_dir / "recipe.yaml", dest / "recipe.yaml")
+    if recipe.model.kind == "tiny":
+        base = Path(materialize_base(recipe.model, run_dir))
+        shutil.copytree(base, dest / "base_model")
+    if (run_dir / "processor").is_dir():
+        from transformers import AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(run_dir / "processor")
+    else:  # an old run without processor/: the base model's own processor is what it trained with
+        processor = load_base(materialize_base(recipe.model, run_dir), recipe.model).processor
+    _save_processor(processor, run_dir, dest)
+    _verify_processor(dest, _chat_template(processor))
+
+
+def _publishable_modes(folder: Path) -> None:
+    """mkdtemp (and some temp-file writers) create 0700/0600 entries; the published folder should
+    have the modes of any folder the user creates (umask applied), so a server user can read it."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [folder, *folder.rglob("*")]:
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def export_run(run_dir: str | Path, out: str | Path, merge: bool = True, dtype: str = "auto") -> Path:
+    """Export RUN_DIR to `out` (a new or empty folder); returns `out`."""
+    from pefomed.infer.run import check_run_dir
+    from pefomed.models.loader import quiet_transformers
+    from pefomed.recipe import load_recipe
+
+    run_dir, out = Path(run_dir), Path(out)
+    check_run_dir(run_dir)
+    check_out_dir(out)
+    if dtype not in DTYPES:
+        raise UserError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+    recipe = load_recipe(run_dir / "recipe.yaml")
+    quiet_transformers()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        if merge:
+            dtype_name = _export_merged(run_dir, recipe, tmp, dtype)
+        else:
+            if dtype != "auto":
+                raise UserError("--dtype applies to --merge exports only (the adapter is copied as trained)")
+            _export_adapter(run_dir, recipe, tmp)
+            dtype_name = None
+        _write_readme(tmp, recipe, run_dir, merge, dtype_name)
+        write_json(tmp / "pefomed_export.json", {
+            "merged": merge, "method": recipe.method.name, "model_kind": recipe.model.kind,
+            "base_model": recipe.model.name_or_path if recipe.model.kind == "hf" else recipe.model.kind,
+            "dtype": dtype_name, "run_dir": str(run_dir.resolve()),
+        })
+        _publishable_modes(tmp)
+        check_out_dir(out)  # nobody filled it while we worked
+        if out.is_dir():
+            out.rmdir()  # rename() cannot replace a directory, not even an empty one, on every OS
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(tmp)
+        raise
+    return out
+
+
+def describe(out: Path) -> str:
+    """One line for the CLI: what was written."""
+    info = json.loads((out / "pefomed_export.json").read_text())
+    kind = f"merged model ({info['dtype']})" if info["merged"] else "adapter (not merged)"
+    return f"exported {kind} + processor to {out}"
