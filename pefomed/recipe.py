@@ -43,6 +43,15 @@ class ComposedConfig(_Section):
     vision_name_or_path: Optional[str] = Field(None, description="a transformers vision encoder (CLIP, SigLIP, EVA-style ViT)")
     llm_name_or_path: Optional[str] = Field(None, description="any transformers causal LM")
     merge_tokens: int = Field(4, gt=0, description="adjacent visual tokens concatenated (4 in PeFoMed)")
+    vision_feature_layer: Optional[int] = Field(
+        None, description="hidden-state index to take patch tokens from; None = the encoder's final output "
+                          "(for BLIP-2's EVA ViT-g that includes the final LayerNorm, MiniGPT-v2's ln_vision)")
+    image_size: Optional[int] = Field(None, gt=0, description="resize images to this square size (448 in PeFoMed); "
+                                                              "None = the image processor's own size")
+    image_token: str = Field("<ImageHere>", min_length=1, description="placeholder expanded into the image's tokens")
+    image_prompt: str = Field("<Img><ImageHere></Img>", description="text put in the prompt for each image")
+    prompt_template: str = Field("[INST] {content} [/INST]",
+                                 description="one user turn; {content} = image prompts then the instruction")
 
 
 class ModelSection(_Section):

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pefomed.io import write_json
+from pefomed.io import atomic_write, write_json
 
 CHECKPOINTS = "checkpoints"
 
@@ -58,13 +58,24 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(engine, run_dir: Path, step: int, progress: dict, rank: int, keep: int) -> str:
-    """A DeepSpeed checkpoint (trainable weights, optimizer, scheduler) plus our progress and RNG."""
+    """A DeepSpeed checkpoint (trainable weights, optimizer, scheduler) plus our progress and RNG.
+
+    `latest` is written last, by us, once every file of the checkpoint is complete: a run killed
+    while saving resumes from the previous whole checkpoint.
+    """
+    import torch.distributed as dist
+
     tag = f"step-{step:07d}"
     root = run_dir / CHECKPOINTS
-    engine.save_checkpoint(str(root), tag=tag, client_state={"progress": progress}, exclude_frozen_parameters=True)
+    engine.save_checkpoint(str(root), tag=tag, client_state={"progress": progress}, exclude_frozen_parameters=True,
+                           save_latest=False)
     torch.save(rng_state(), root / tag / f"rng_rank{rank}.pt")
+    if dist.is_initialized():
+        dist.barrier()
     if rank == 0:
         write_json(root / tag / "progress.json", progress)
+        with atomic_write(root / "latest") as handle:
+            handle.write(tag)
         tags = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith("step-"))
         for old in tags[:-keep]:
             shutil.rmtree(root / old, ignore_errors=True)

@@ -25,11 +25,17 @@ def init_distributed() -> tuple[int, int]:
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        if "RANK" not in os.environ:
-            os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
-                               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())})
         backend = "nccl" if torch.cuda.is_available() else "gloo"
-        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False)
+        if "RANK" in os.environ:  # a launcher set up the group
+            deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False)
+        else:
+            # Our own one-process group, through an explicit init_method rather than by writing
+            # RANK/MASTER_PORT into os.environ: child processes (a launcher, a test's subprocess)
+            # must not inherit a group they do not belong to. DeepSpeed's engine still reads
+            # LOCAL_RANK, which is harmless to inherit.
+            os.environ.setdefault("LOCAL_RANK", "0")
+            deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False,
+                                       init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     return dist.get_rank(), dist.get_world_size()

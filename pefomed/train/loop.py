@@ -105,13 +105,13 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> Path:
 
     run_dir = Path(run_dir)
     cfg = recipe.train
+    if resume and checkpoints.latest_tag(run_dir) is None:
+        raise UserError(f"{run_dir}: nothing to resume (no checkpoints/latest)")
     if recipe.data.dir is None:
         raise UserError("no training data: pass --data DATA_DIR or set data.dir in the recipe")
     data_dir = Path(recipe.data.dir)
     if not (data_dir / "manifest.json").is_file():
         raise UserError(f"{data_dir}: not a prepared DATA_DIR (no manifest.json); run `pefomed prepare` first")
-    if resume and checkpoints.latest_tag(run_dir) is None:
-        raise UserError(f"{run_dir}: nothing to resume (no checkpoints/latest)")
 
     rank, world = init_distributed()
     is_main = rank == 0
