@@ -246,13 +246,14 @@ def build_idefics3(out: Path) -> Path:
 
 def build_smolvlm(out: Path) -> Path:
     from transformers import (SmolVLMConfig, SmolVLMForConditionalGeneration, SmolVLMImageProcessor,
-                              SmolVLMProcessor)
+                              SmolVLMProcessor, SmolVLMVideoProcessor)
 
     tokenizer, text, vision = _idefics3_parts()
     image_processor = SmolVLMImageProcessor(size={"longest_edge": 64}, max_image_size={"longest_edge": 32},
                                             do_image_splitting=True)
-    processor = SmolVLMProcessor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=4,
-                                 chat_template=IDEFICS3_TEMPLATE)
+    video_processor = SmolVLMVideoProcessor(size={"longest_edge": 32}, max_image_size={"longest_edge": 32})
+    processor = SmolVLMProcessor(image_processor=image_processor, video_processor=video_processor,
+                                 tokenizer=tokenizer, image_seq_len=4, chat_template=IDEFICS3_TEMPLATE)
     config = SmolVLMConfig(vision_config=vision, text_config={"model_type": "llama", **text}, scale_factor=2,
                            image_token_id=tokenizer.convert_tokens_to_ids("<image>"))
     model = _seeded(lambda: SmolVLMForConditionalGeneration(config))

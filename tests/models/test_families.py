@@ -1,0 +1,182 @@
+"""`model.kind: hf` fine-tunes and infers every vision-language family users bring.
+
+Each family is a tiny checkpoint built in code (tests/models/tiny_families.py) with its own
+processor, chat template and image-token expansion. Per family: two optimizer steps through the
+real DeepSpeed loop, then inference from RUN_DIR, plus collate checks that matter for that
+family's layout (image spans never truncated, batched == one-by-one).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tiny_families import BUILDERS  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+FAMILIES = [
+    "llava", "qwen2_vl", "qwen2_5_vl", "gemma3", "idefics3", "paligemma",
+    pytest.param("smolvlm", marks=pytest.mark.skipif(importlib.util.find_spec("num2words") is None,
+                                                     reason="SmolVLMProcessor needs the num2words package")),
+]
+
+PROCESSORS = {"llava": "LlavaProcessor", "qwen2_vl": "Qwen2VLProcessor", "qwen2_5_vl": "Qwen2_5_VLProcessor",
+              "gemma3": "Gemma3Processor", "idefics3": "Idefics3Processor", "paligemma": "PaliGemmaProcessor",
+              "smolvlm": "SmolVLMProcessor"}
+
+
+def recipe_for(model_dir: Path, data_dir: Path, max_length: int = 256):
+    from pefomed.recipe import validate_recipe
+
+    return validate_recipe({
+        "model": {"kind": "hf", "name_or_path": str(model_dir)},
+        "method": {"name": "lora", "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+        "data": {"dir": str(data_dir), "max_length": max_length},
+        "train": {"max_steps": 2, "batch_size": 2, "lr": 1e-3, "deepspeed": "zero2", "seed": 0},
+        "infer": {"batch_size": 4, "max_new_tokens": 3},
+    })
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    from pefomed.data.synthetic import write_bright_spot_dataset
+
+    return write_bright_spot_dataset(tmp_path_factory.mktemp("spot") / "data", n_train=8, n_test=4)
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def family(request, tmp_path_factory, data_dir):
+    """(name, tiny checkpoint folder, RUN_DIR trained two steps on it), once per family."""
+    from pefomed.train.loop import train
+
+    name = request.param
+    root = tmp_path_factory.mktemp(name)
+    model_dir = BUILDERS[name](root / "checkpoint")
+    run_dir = root / "run"
+    train(recipe_for(model_dir, data_dir), run_dir)
+    return name, model_dir, run_dir
+
+
+def test_trains_two_steps_with_lora_on_the_llm_and_the_projector_saved(family):
+    from safetensors.torch import load_file
+
+    from pefomed.models.components import component_of
+
+    name, _, run_dir = family
+    log = [json.loads(line) for line in open(run_dir / "train_log.jsonl")]
+    assert [row["step"] for row in log] == [1, 2]
+    assert all(math.isfinite(row["loss"]) and row["loss"] > 0 for row in log)
+
+    parts = json.loads((run_dir / "trainable.json").read_text())["components"]
+    assert parts["vision"]["trainable"] == 0 and parts["vision"]["total"] > 0
+    assert parts["projector"]["trainable"] > 0
+    assert parts["llm"]["trainable"] > 0
+
+    weights = load_file(run_dir / "adapter" / "adapter_model.safetensors")
+    lora = [k for k in weights if "lora_" in k]
+    assert lora and {component_of(k) for k in lora} == {"llm"}, f"{name}: LoRA outside the LLM"
+    assert not [k for k in weights if component_of(k) == "vision"], f"{name}: vision-tower weights in the adapter"
+    projector = [k for k in weights if component_of(k) == "projector"]
+    assert projector, f"{name}: the projector must be saved with the adapter"
+
+
+def test_infers_one_row_per_test_sample(family, data_dir, tmp_path):
+    from pefomed.infer.generate import predict
+    from pefomed.infer.run import load_run
+    from pefomed.records import read_split
+
+    name, _, run_dir = family
+    recipe, bundle = load_run(run_dir)
+    assert type(bundle.processor).__name__ == PROCESSORS[name], "the family's own processor comes back"
+    samples = read_split(data_dir, "test")
+    out = predict(samples, data_dir, recipe, bundle, tmp_path / "pred.jsonl")
+    rows = [json.loads(line) for line in open(out)]
+    assert [r["id"] for r in rows] == [s.id for s in samples]
+    assert all(isinstance(r["prediction"], str) and r["reference"] in ("yes", "no") for r in rows)
+
+
+@pytest.fixture(scope="module")
+def processor_and_model(family):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    _, model_dir, _ = family
+    model = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
+    return AutoProcessor.from_pretrained(model_dir), model
+
+
+def _sample(sid: str, image: str, answer: str):
+    from pefomed.records import Sample
+
+    return Sample(id=sid, task="vqa", images=[image], question="Is there a bright spot in the image?",
+                  answer=answer, answer_type="closed")
+
+
+def _image_token_ids(processor) -> set[int]:
+    tok = processor.tokenizer
+    names = {getattr(processor, "image_token", None), getattr(tok, "image_token", None)}
+    return {tok.convert_tokens_to_ids(n) for n in names if n}
+
+
+def test_too_long_sample_loses_answer_tokens_only(family, processor_and_model, data_dir):
+    from pefomed.data.collate import IGNORE_INDEX, Collator
+    from pefomed.errors import UserError
+
+    name, model_dir, _ = family
+    processor, _ = processor_and_model
+    long = _sample("long-one", "images/train_00000.png", "a very long answer " * 20)
+    prompt_only = Collator(processor, recipe_for(model_dir, data_dir).data, data_dir, train=False).encode(long)
+    n_prompt = len(prompt_only["input_ids"])
+    image_ids = _image_token_ids(processor)
+    n_image = sum(int(t) in image_ids for t in prompt_only["input_ids"])
+    assert n_image > 0, f"{name}: no image tokens found in the prompt"
+
+    enc = Collator(processor, recipe_for(model_dir, data_dir, max_length=n_prompt + 4).data, data_dir,
+                   train=True).encode(long)
+    assert len(enc["input_ids"]) == n_prompt + 4
+    assert torch.equal(enc["input_ids"][:n_prompt], prompt_only["input_ids"]), "the prompt must be kept whole"
+    assert sum(int(t) in image_ids for t in enc["input_ids"]) == n_image
+    supervised = enc["labels"] != IGNORE_INDEX
+    assert not supervised[:n_prompt].any() and supervised[n_prompt:].all()
+    assert int(enc["labels"][-1]) == processor.tokenizer.eos_token_id
+    for key in ("token_type_ids", "mm_token_type_ids", "attention_mask"):
+        if key in enc:
+            assert len(enc[key]) == len(enc["input_ids"]), key
+
+    with pytest.raises(UserError, match="sample long-one"):
+        Collator(processor, recipe_for(model_dir, data_dir, max_length=n_prompt - 1).data, data_dir,
+                 train=True).encode(long)
+
+
+def test_a_padded_batch_computes_what_each_sample_computes_alone(family, processor_and_model, tmp_path):
+    """Different image sizes (Idefics3 crop counts, Qwen2-VL patch grids) and answer lengths in one
+    batch: every real position's logits equal those of the sample run on its own."""
+    from pefomed.data.collate import Collator
+
+    name, model_dir, _ = family
+    processor, model = processor_and_model
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (32, 32), (30, 30, 30)).save(tmp_path / "images" / "square.png")
+    Image.new("RGB", (64, 32), (200, 20, 20)).save(tmp_path / "images" / "wide.png")
+    samples = [_sample("a", "images/square.png", "yes"),
+               _sample("b", "images/wide.png", "no, there is no bright spot anywhere")]
+    collator = Collator(processor, recipe_for(model_dir, tmp_path).data, tmp_path, train=True)
+    encodings = [collator.encode(s) for s in samples]
+    batch = collator(encodings)
+    assert batch["input_ids"].shape[0] == 2
+    with torch.no_grad():
+        together = model(**batch).logits
+        for i, enc in enumerate(encodings):
+            alone = model(**collator([enc])).logits[0]
+            n = len(enc["input_ids"])
+            assert torch.allclose(together[i, :n], alone, atol=1e-4), f"{name}: sample {i} differs in a batch"
+    # the loss is over answer tokens only, and finite
+    assert math.isfinite(model(**batch).loss.item())
