@@ -271,7 +271,42 @@ def _load_vision(path: str, dtype):
         if cls is None:
             raise UserError(f"model.composed.vision_name_or_path {path!r}: no transformers vision model for "
                             f"{type(vision_config).__name__}") from None
-    return cls.from_pretrained(path, dtype=dtype)
+    model, info = cls.from_pretrained(path, dtype=dtype, output_loading_info=True)
+    if info["missing_keys"]:
+        # CLIP/SigLIP vision classes know the prefix of their full checkpoints; BLIP-2's does
+        # not, so its weights ("vision_model.*") are read from the checkpoint directly.
+        _load_prefixed_weights(model, path, dtype)
+    return model
+
+
+def _load_prefixed_weights(model, path: str, dtype) -> None:
+    import json
+
+    from safetensors.torch import load_file
+    from transformers.utils import cached_file
+
+    index = cached_file(path, "model.safetensors.index.json", _raise_exceptions_for_missing_entries=False)
+    if index is not None:
+        files = sorted(set(json.loads(open(index, encoding="utf-8").read())["weight_map"].values()))
+        files = [cached_file(path, name) for name in files]
+    else:
+        files = [cached_file(path, "model.safetensors")]
+    own = model.state_dict()
+    anchor = next(iter(own))
+    state: dict = {}
+    prefix = None
+    for file in files:
+        tensors = load_file(file)
+        if prefix is None:
+            prefix = next((k[: -len(anchor)] for k in tensors if k.endswith("." + anchor)), None)
+        if prefix is not None:
+            state.update({k[len(prefix):]: v.to(dtype) for k, v in tensors.items() if k.startswith(prefix)})
+    if prefix is None:
+        raise UserError(f"model.composed.vision_name_or_path {path!r}: no weights of the vision encoder found")
+    missing = sorted(set(own) - set(state))
+    if missing:
+        raise UserError(f"model.composed.vision_name_or_path {path!r}: the checkpoint lacks {missing[:5]}")
+    model.load_state_dict({k: state[k] for k in own}, strict=True)
 
 
 def _load_image_processor(path: str, image_size: int | None):

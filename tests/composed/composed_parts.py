@@ -24,7 +24,7 @@ def build_vision(out: Path, seed: int = 0, full_clip: bool = True) -> Path:
         torch.manual_seed(seed)
         if full_clip:
             text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
-                        vocab_size=100, projection_dim=VISION_HIDDEN)
+                        vocab_size=100, projection_dim=VISION_HIDDEN, bos_token_id=0, eos_token_id=1, pad_token_id=2)
             model = CLIPModel(CLIPConfig(vision_config=vision, text_config=text, projection_dim=VISION_HIDDEN))
         else:
             model = CLIPVisionModel(CLIPVisionConfig(**vision))
