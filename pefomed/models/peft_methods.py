@@ -1,15 +1,28 @@
-"""The PEFT method is a recipe switch (arXiv 2403.06407 compared these on medical VLMs).
+"""The tuning method is a recipe switch (arXiv 2403.06407 compared these on medical VLMs).
 
-`apply_method` wraps the base model in a peft model whose adapter folder holds everything that
-was trained: the adapter weights plus trainable non-adapter modules (the projector) through
-peft's `modules_to_save`, so `PeftModel.from_pretrained` restores the whole fine-tune.
+| method.name | what trains | what RUN_DIR keeps |
+|---|---|---|
+| lora, dora, rslora | low-rank adapters on `target_modules` of the LLM (+ vision tower if `vision_lora`) | adapter/ |
+| ia3 | learned scaling vectors on `target_modules` | adapter/ |
+| prefix | per-layer key/value prefixes (`num_virtual_tokens`) | adapter/ |
+| prompt | input prompt embeddings (`num_virtual_tokens`) | adapter/ |
+| projector | the projector only | weights/ |
+| full | whole components: `full_parts` of vision, projector, llm | weights/ |
+
+With `train_projector` (default) the projector also trains under every adapter method; peft's
+`modules_to_save` puts it in adapter/, so `PeftModel.from_pretrained` restores the whole
+fine-tune. "projector" and "full" have no adapter: their trained parameters are saved in
+weights/model.safetensors under the base model's own names.
 """
 
 from __future__ import annotations
 
 from pefomed.errors import UserError
-from pefomed.models.components import module_prefixes, target_regex
+from pefomed.models.components import component_of, module_prefixes, target_regex
 from pefomed.recipe import MethodSection
+
+ADAPTER_METHODS = ("lora", "dora", "rslora", "ia3", "prefix", "prompt")
+WEIGHT_METHODS = ("projector", "full")
 
 
 def _projector_names(model) -> list[str]:
@@ -17,7 +30,7 @@ def _projector_names(model) -> list[str]:
     return sorted({p.split(".")[-1] for p in module_prefixes(model, "projector")})
 
 
-def _llm_and_maybe_vision(method: MethodSection) -> list[str]:
+def _adapted_components(method: MethodSection) -> list[str]:
     return ["llm", "vision"] if method.vision_lora else ["llm"]
 
 
@@ -27,28 +40,51 @@ def build_peft_config(model, method: MethodSection):
     save = _projector_names(model) if method.train_projector else []
     if method.train_projector and not save:
         raise UserError("method.train_projector is set but this model has no projector module pefomed recognises")
-    targets = target_regex(model, _llm_and_maybe_vision(method), method.target_modules)
+    save = save or None
+    if method.name in ("prefix", "prompt"):
+        config_class = peft.PrefixTuningConfig if method.name == "prefix" else peft.PromptTuningConfig
+        return config_class(task_type="CAUSAL_LM", num_virtual_tokens=method.num_virtual_tokens, modules_to_save=save)
+    targets = target_regex(model, _adapted_components(method), method.target_modules)
     if method.name in ("lora", "dora", "rslora"):
         return peft.LoraConfig(
             r=method.r, lora_alpha=method.alpha, lora_dropout=method.dropout, target_modules=targets,
-            use_dora=method.name == "dora", use_rslora=method.name == "rslora",
-            modules_to_save=save or None, bias="none")
+            use_dora=method.name == "dora", use_rslora=method.name == "rslora", modules_to_save=save, bias="none")
     if method.name == "ia3":
+        # IA3 scales the input of feed-forward output layers and the output of the others
         feedforward = [m for m in method.target_modules if m in ("down_proj", "fc2", "wo", "w2")]
-        return peft.IA3Config(target_modules=targets, modules_to_save=save or None,
-                              feedforward_modules=target_regex(model, _llm_and_maybe_vision(method), feedforward) if feedforward else [])
-    raise UserError(f"method.name {method.name!r} is not available in this version (available: lora, dora, rslora, ia3)")
+        return peft.IA3Config(target_modules=targets, modules_to_save=save,
+                              feedforward_modules=target_regex(model, _adapted_components(method), feedforward)
+                              if feedforward else [])
+    raise AssertionError(method.name)
+
+
+def _train_parts(model, parts: list[str]) -> None:
+    """Freeze everything except the named components (for methods without an adapter)."""
+    hit = set()
+    for name, param in model.named_parameters():
+        part = component_of(name)
+        param.requires_grad = part in parts
+        hit.add(part) if part in parts else None
+    missing = set(parts) - hit
+    if missing:
+        raise UserError(f"method {','.join(parts)}: this model has no {', '.join(sorted(missing))} component pefomed recognises")
 
 
 def apply_method(model, method: MethodSection):
-    """Freeze the base model and attach the adapter; returns the peft model."""
+    """Freeze the base model and make the method's parameters trainable; returns the model to train
+    (a peft model for adapter methods, the base model itself for projector / full)."""
     import peft
 
+    if method.name == "projector":
+        _train_parts(model, ["projector"])
+        return model
+    if method.name == "full":
+        _train_parts(model, list(method.full_parts))
+        return model
     config = build_peft_config(model, method)
     try:
-        wrapped = peft.get_peft_model(model, config)
+        return peft.get_peft_model(model, config)
     except ValueError as err:
         # peft says "Target modules ... not found in the base model"; add what to do about it
         raise UserError(f"method {method.name}: {err}",
                         hint=f"method.target_modules={method.target_modules} must name modules of the LLM") from None
-    return wrapped

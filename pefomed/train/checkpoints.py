@@ -31,17 +31,36 @@ def trainable_state_dict(model, stage: int) -> dict[str, torch.Tensor]:
     return {n: p.detach().to("cpu", copy=True) for n, p in named}
 
 
-def save_adapter(peft_model, out_dir: Path, stage: int, rank: int) -> None:
-    state = trainable_state_dict(peft_model, stage)
+ADAPTER_DIR = "adapter"  # PEFT adapter methods
+WEIGHTS_DIR = "weights"  # methods without an adapter (projector, full): the trained parameters
+
+
+def save_trained(model, run_dir: Path, stage: int, rank: int, name: str | None = None) -> Path:
+    """Write what training changed: RUN_DIR/adapter (peft) or RUN_DIR/weights (projector / full).
+
+    Every process joins the ZeRO-3 gather; rank 0 writes to a temporary folder renamed into place.
+    `name` overrides the folder name (e.g. best/ for the best evaluation so far).
+    """
+    from peft import PeftModel
+    from safetensors.torch import save_file
+
+    is_peft = isinstance(model, PeftModel)
+    out_dir = run_dir / (name or (ADAPTER_DIR if is_peft else WEIGHTS_DIR))
+    state = trainable_state_dict(model, stage)
     if rank != 0:
-        return
+        return out_dir
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    peft_model.save_pretrained(tmp, state_dict=state)
+    if is_peft:
+        model.save_pretrained(tmp, state_dict=state)
+    else:
+        tmp.mkdir(parents=True)
+        save_file({k: v.contiguous() for k, v in state.items()}, tmp / "model.safetensors")
     if out_dir.exists():
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)
+    return out_dir
 
 
 def rng_state() -> dict:

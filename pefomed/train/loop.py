@@ -14,6 +14,7 @@ import os
 import random
 import resource
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -87,8 +88,16 @@ def _to_device(batch: dict, device, dtype):
     return out
 
 
-def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> Path:
-    """Train per `recipe` into `run_dir`; returns the adapter folder."""
+@dataclass
+class TrainResult:
+    run_dir: Path
+    saved: Path  # RUN_DIR/adapter or RUN_DIR/weights
+    model: object  # the trained model (peft-wrapped for adapter methods), still in memory
+    engine: object  # the DeepSpeed engine (under ZeRO-3, forward through it gathers parameters)
+
+
+def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainResult:
+    """Train per `recipe` into `run_dir`."""
     _quiet_deepspeed()
     import deepspeed
     import torch
@@ -208,8 +217,9 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> Path:
     finally:
         if bar:
             bar.stop()
-    checkpoints.save_adapter(engine.module, run_dir / "adapter", stage, rank)
+    saved = checkpoints.save_trained(engine.module, run_dir, stage, rank)
     if is_main:
-        write_json(run_dir / "last.json", {"step": step, "checkpoint": checkpoints.latest_tag(run_dir)})
+        write_json(run_dir / "last.json", {"step": step, "checkpoint": checkpoints.latest_tag(run_dir),
+                                           "saved": saved.name})
     barrier()
-    return run_dir / "adapter"
+    return TrainResult(run_dir=run_dir, saved=saved, model=engine.module, engine=engine)

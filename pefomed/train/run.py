@@ -32,6 +32,6 @@ def start_or_resume(recipe_path: str | None, overrides: list[str], data: Path | 
         run_dir = out or Path("runs") / Path(recipe_path).stem
         if (run_dir / "recipe.yaml").exists():
             raise UserError(f"{run_dir} already holds a run; choose another --out, or continue it with --resume {run_dir}")
-    adapter = train(recipe, run_dir, resume=resume is not None)
-    console.print(f"adapter: {adapter}")
-    return adapter
+    result = train(recipe, run_dir, resume=resume is not None)
+    console.print(f"trained weights: {result.saved}")
+    return result.saved

@@ -151,9 +151,38 @@ def test_too_long_sample_loses_answer_tokens_only(family, processor_and_model, d
         if key in enc:
             assert len(enc[key]) == len(enc["input_ids"]), key
 
+    # the token-type channel follows the family's meaning over prompt and answer alike
+    if name == "paligemma":
+        # prefix (image + question) 0, suffix (answer + eos) 1: the processor's own suffix layout
+        assert torch.equal(enc["token_type_ids"], (~torch.arange(len(enc["input_ids"])).lt(n_prompt)).long())
+    else:
+        is_image = torch.tensor([int(t) in image_ids for t in enc["input_ids"]])
+        for key in ("token_type_ids", "mm_token_type_ids"):
+            if key in enc:  # Gemma 3 / Qwen2-VL: 1 exactly on image tokens
+                assert torch.equal(enc[key] != 0, is_image), key
+
     with pytest.raises(UserError, match="sample long-one"):
         Collator(processor, recipe_for(model_dir, data_dir, max_length=n_prompt - 1).data, data_dir,
                  train=True).encode(long)
+
+
+def test_paligemma_encoding_matches_its_processor_suffix_layout(family, processor_and_model, data_dir):
+    """Our prompt + appended answer is exactly what PaliGemmaProcessor(text, images, suffix=answer) builds."""
+    from pefomed.data.collate import Collator, build_prompt
+    from pefomed.data.images import load_image
+
+    name, model_dir, _ = family
+    if name != "paligemma":
+        pytest.skip("PaliGemma's prefix/suffix layout only")
+    processor, _ = processor_and_model
+    sample = _sample("s", "images/train_00001.png", "no")
+    enc = Collator(processor, recipe_for(model_dir, data_dir).data, data_dir, train=True).encode(sample)
+    prompt = build_prompt(processor, sample.question, 1)
+    ref = processor(text=[prompt], images=[load_image(data_dir / sample.images[0])], suffix=["no"],
+                    return_tensors="pt")
+    assert torch.equal(enc["input_ids"], ref["input_ids"][0])
+    assert torch.equal(enc["token_type_ids"], ref["token_type_ids"][0])
+    assert torch.equal(enc["labels"], ref["labels"][0])
 
 
 def test_a_padded_batch_computes_what_each_sample_computes_alone(family, processor_and_model, tmp_path):
