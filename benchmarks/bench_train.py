@@ -373,7 +373,9 @@ def main(argv: list[str] | None = None) -> None:
         spec = {"size": size, "model_dir": str(work / f"model-{size}"), "data_dir": str(data_dir), "work": str(work),
                 "steps": steps, "warmup": args.warmup, "batch_size": args.batch_size, "precision": precision,
                 "zero": args.zero or "zero2", "max_length": 512 if SIZES[size]["builder"] == "llava" else 128}
-        built = _run_worker("build", spec)
+        # The toy models build in a few seconds in this process; a 7B build gets its own process so
+        # that its GPU memory is released before anything is measured.
+        built = worker_build(spec) if SIZES[size]["builder"] == "tiny" else _run_worker("build", spec)
         row = {"params": built["params"], "data": built["data"], "steps": steps}
         row["pefomed"] = _summarise(size, built, _run_worker("pefomed", spec), peak)
         if not args.skip_baseline:
