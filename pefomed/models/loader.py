@@ -75,4 +75,10 @@ def load_base(source: str, section: ModelSection, precision: str = "fp32") -> Mo
             source, dtype=torch_dtype(precision), trust_remote_code=section.trust_remote_code)
     except OSError as err:
         raise UserError(f"model {source!r} could not be loaded: {err}") from None
+    except ValueError as err:
+        # transformers says "Unrecognized configuration class ..." for a text-only or vision-only
+        # checkpoint; name what kind of checkpoint model.kind=hf needs
+        raise UserError(f"model {source!r} is not an image-text-to-text checkpoint "
+                        f"(AutoModelForImageTextToText + AutoProcessor): {str(err).splitlines()[0]}",
+                        hint="model.kind=composed assembles a vision encoder and a text-only LLM") from None
     return ModelBundle(model=model, processor=processor, source=source)

@@ -18,6 +18,8 @@ import pytest
 import torch
 from PIL import Image
 
+from pefomed.cli.app import main
+
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_families import BUILDERS  # noqa: E402
 
@@ -103,6 +105,11 @@ def test_infers_one_row_per_test_sample(family, data_dir, tmp_path):
     assert [r["id"] for r in rows] == [s.id for s in samples]
     assert all(isinstance(r["prediction"], str) and r["reference"] in ("yes", "no") for r in rows)
 
+    # the command users run reads the same RUN_DIR and writes the same rows
+    cli_out = tmp_path / "cli.jsonl"
+    assert main(["infer", str(run_dir), "--data", str(data_dir), "--out", str(cli_out)]) == 0
+    assert [json.loads(line) for line in open(cli_out)] == rows
+
 
 @pytest.fixture(scope="module")
 def processor_and_model(family):
@@ -120,10 +127,13 @@ def _sample(sid: str, image: str, answer: str):
                   answer=answer, answer_type="closed")
 
 
-def _image_token_ids(processor) -> set[int]:
-    tok = processor.tokenizer
-    names = {getattr(processor, "image_token", None), getattr(tok, "image_token", None)}
-    return {tok.convert_tokens_to_ids(n) for n in names if n}
+def _image_token_ids(model) -> set[int]:
+    """The id the model replaces by image features (Gemma 3's soft token, not its <start_of_image>)."""
+    config = model.config
+    found = getattr(config, "image_token_id", None)
+    found = found if found is not None else getattr(config, "image_token_index", None)
+    assert found is not None
+    return {int(found)}
 
 
 def test_too_long_sample_loses_answer_tokens_only(family, processor_and_model, data_dir):
@@ -131,11 +141,11 @@ def test_too_long_sample_loses_answer_tokens_only(family, processor_and_model, d
     from pefomed.errors import UserError
 
     name, model_dir, _ = family
-    processor, _ = processor_and_model
+    processor, model = processor_and_model
     long = _sample("long-one", "images/train_00000.png", "a very long answer " * 20)
     prompt_only = Collator(processor, recipe_for(model_dir, data_dir).data, data_dir, train=False).encode(long)
     n_prompt = len(prompt_only["input_ids"])
-    image_ids = _image_token_ids(processor)
+    image_ids = _image_token_ids(model)
     n_image = sum(int(t) in image_ids for t in prompt_only["input_ids"])
     assert n_image > 0, f"{name}: no image tokens found in the prompt"
 
@@ -209,3 +219,45 @@ def test_a_padded_batch_computes_what_each_sample_computes_alone(family, process
             assert torch.allclose(together[i, :n], alone, atol=1e-4), f"{name}: sample {i} differs in a batch"
     # the loss is over answer tokens only, and finite
     assert math.isfinite(model(**batch).loss.item())
+
+
+def test_batched_generation_on_mixed_image_sizes_matches_one_at_a_time(family, tmp_path):
+    """Left-padded generation with different image sizes in one batch (Idefics3 crop counts,
+    Qwen2-VL patch grids, prompt lengths) answers exactly what each image gets alone."""
+    from pefomed.infer.generate import predict
+    from pefomed.infer.run import load_run
+    from pefomed.infer.sources import folder_samples
+
+    _, _, run_dir = family
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, size in enumerate([(32, 32), (64, 32), (20, 44), (32, 32)]):
+        Image.new("RGB", size, (40 * i, 250 - 40 * i, 90)).save(folder / f"{i}.png")
+    recipe, bundle = load_run(run_dir)
+    samples, root = folder_samples(folder, "Is there a bright spot in the image?")
+    samples[-1].question = "Is there a bright spot somewhere in this image, yes or no?"  # a longer prompt
+    rows = {}
+    for batch_size in (4, 1):
+        out = predict(samples, root, recipe, bundle, tmp_path / f"b{batch_size}.jsonl", batch_size=batch_size,
+                      with_references=False)
+        rows[batch_size] = [json.loads(line) for line in open(out)]
+    assert [r["id"] for r in rows[4]] == ["0.png", "1.png", "2.png", "3.png"]
+    assert [r["prediction"] for r in rows[4]] == [r["prediction"] for r in rows[1]]
+
+
+def test_a_checkpoint_that_is_not_image_text_to_text_is_a_user_error(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from pefomed.errors import UserError
+    from pefomed.models.loader import load_base
+    from pefomed.recipe import ModelSection
+
+    folder = tmp_path / "text-only"
+    LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                 num_attention_heads=2)).save_pretrained(folder)
+    BUILDERS["llava"](tmp_path / "llava")  # borrow a real processor so only the model class is wrong
+    for name in ("tokenizer.json", "tokenizer_config.json", "processor_config.json", "chat_template.jinja"):
+        if (tmp_path / "llava" / name).exists():
+            (folder / name).write_bytes((tmp_path / "llava" / name).read_bytes())
+    with pytest.raises(UserError, match="text-only.*image-text-to-text"):
+        load_base(str(folder), ModelSection(kind="hf", name_or_path=str(folder)))
