@@ -79,6 +79,7 @@ def test_trains_two_steps_with_lora_on_the_llm_and_the_projector_saved(family):
     assert all(math.isfinite(row["loss"]) and row["loss"] > 0 for row in log)
 
     parts = json.loads((run_dir / "trainable.json").read_text())["components"]
+    assert set(parts) == {"vision", "projector", "llm"}, f"{name}: parameters pefomed cannot place: {parts}"
     assert parts["vision"]["trainable"] == 0 and parts["vision"]["total"] > 0
     assert parts["projector"]["trainable"] > 0
     assert parts["llm"]["trainable"] > 0
