@@ -131,6 +131,7 @@ def _build_llava(size: dict, out: Path) -> None:
     finally:
         torch.set_default_dtype(previous)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.config.dtype = dtype  # config.json must state the dtype the weights are stored in
     model.save_pretrained(out)
     processor.save_pretrained(out)
 
@@ -329,7 +330,7 @@ def _summarise(size: str, built: dict, side: dict, peak_tflops: float | None) ->
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-size", nargs="+", default=["tiny", "small"], choices=sorted(SIZES))
-    parser.add_argument("--steps", type=int, default=None, help="optimizer steps (default: 20 toy sizes, 30 for 7b)")
+    parser.add_argument("--steps", type=int, default=None, help="optimizer steps (default: 16 toy sizes, 30 for 7b)")
     parser.add_argument("--warmup", type=int, default=3, help="first steps left out of the timing")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--zero", default=None, help="pefomed's train.deepspeed (default: zero2)")
@@ -362,7 +363,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"device: {device}; precision {precision}; batch {args.batch_size}; warmup {args.warmup} steps; MFU peak: {peak_text}")
     results = {"device": device, "precision": precision, "batch_size": args.batch_size, "sizes": {}}
     for size in args.model_size:
-        steps = args.steps or (30 if size == "7b" else 20)
+        steps = args.steps or (30 if size == "7b" else 16)
+        if args.warmup < 1:
+            raise SystemExit("--warmup must be at least 1 (the timing starts at the end of a step)")
         if steps <= args.warmup:
             raise SystemExit("--steps must be larger than --warmup")
         image_size = SIZES[size].get("vision", {}).get("image_size", 32)
