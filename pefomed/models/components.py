@@ -6,6 +6,10 @@ visual with its projector visual.merger; Idefics3/SmolVLM: vision_model + connec
 text_model). The patterns below map a parameter or module name to its part, projector first
 because Qwen's projector lives inside its vision module. The composed PeFoMed model uses the
 same names (vision_tower, multi_modal_projector, language_model).
+
+tests/models/test_families.py checks these names against tiny real checkpoints of LLaVA
+(Mistral), Qwen2-VL, Qwen2.5-VL, Gemma 3, Idefics3 and PaliGemma: every parameter lands in one
+of the three parts, LoRA only in the LLM, the projector in the adapter.
 """
 
 from __future__ import annotations
