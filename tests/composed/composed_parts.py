@@ -8,7 +8,7 @@ from pathlib import Path
 
 IMAGE_SIZE = 32
 PATCH_SIZE = 4  # 8 x 8 = 64 patches + CLS: small patches keep the bright spot inside whole patches
-VISION_HIDDEN = 32
+VISION_HIDDEN = 64
 TEXT_HIDDEN = 64
 # A Llama-2 chat style prompt; the tiny tokenizer never saw "[INST]" but byte-level BPE spells anything.
 PROMPT_TEMPLATE = "[INST] {content} [/INST]"

@@ -40,8 +40,8 @@ def test_vision_weights_are_the_checkpoints(parts, bundle):
     from transformers import CLIPModel
 
     clip = CLIPModel.from_pretrained(parts[0])
-    ours = bundle.model.vision_tower.vision_model.state_dict()
-    theirs = clip.vision_model.state_dict()
+    ours = bundle.model.vision_tower.state_dict()
+    theirs = {k.removeprefix("vision_model."): v for k, v in clip.state_dict().items() if k.startswith("vision_model.")}
     assert ours.keys() == theirs.keys()
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
     assert not any(p.requires_grad for p in bundle.model.vision_tower.parameters())
