@@ -108,8 +108,12 @@ class Collator:
     def image_path(self, path: str) -> Path:
         return Path(path) if self.data_dir is None else self.data_dir / path
 
+    per_token_keys = PER_TOKEN_KEYS
+
     def encode(self, sample: Sample) -> dict[str, torch.Tensor]:
-        images = [load_image(self.image_path(p)) for p in sample.images]
+        return self.encode_with_images(sample, [load_image(self.image_path(p)) for p in sample.images])
+
+    def encode_with_images(self, sample: Sample, images: list) -> dict[str, torch.Tensor]:
         prompt = build_prompt(self.processor, instruction(sample, self.data), len(images))
         enc = self.processor(text=[prompt], images=images or None, return_tensors="pt")
         enc = {k: v for k, v in enc.items() if isinstance(v, torch.Tensor)}

@@ -104,12 +104,13 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
     import torch.distributed as dist
 
     from pefomed.data.collate import Collator
-    from pefomed.models.components import count_parameters
+    from pefomed.models.components import component_of, count_parameters
     from pefomed.models.loader import load_base, materialize_base, torch_dtype
     from pefomed.models.peft_methods import apply_method
     from pefomed.train import checkpoints
     from pefomed.train.deepspeed_config import resolve, zero_stage
     from pefomed.train.distributed import barrier, device, init_distributed
+    from pefomed.train.mixed_batches import with_blank_image
     from pefomed.train.schedule import lr_multiplier
 
     run_dir = Path(run_dir)
@@ -147,7 +148,10 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
     model, processor = bundle.model, bundle.processor
     model = apply_method(model, recipe.method)
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # non-reentrant checkpointing: correct gradients even though the frozen vision tower's
+        # outputs (the layers' inputs) do not require grad
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     params = count_parameters(model)
     if is_main:
         write_json(run_dir / "trainable.json", {"method": recipe.method.name, **params})
@@ -174,6 +178,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
         log_path.unlink()
 
     collator = Collator(processor, recipe.data, data_dir, train=True)
+    model_has_vision = any(component_of(n) == "vision" for n, _ in engine.module.named_parameters())
     engine.train()
     window_loss, window_micro, window_samples, window_start = 0.0, 0, 0, time.perf_counter()
     bar = progress_bar() if is_main else None
@@ -184,7 +189,10 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
         while step < total_steps:
             epoch, index = divmod(micro, micro_per_epoch)
             ids = micro_batch_indices(len(samples), epoch, index, cfg.seed, cfg.batch_size, rank, world)
-            batch = _to_device(collator([collator.encode(samples[i]) for i in ids]), device(), dtype)
+            encodings = [collator.encode(samples[i]) for i in ids]
+            if model_has_vision:
+                encodings = with_blank_image(collator, encodings)
+            batch = _to_device(collator(encodings), device(), dtype)
             loss = engine(**batch).loss
             engine.backward(loss)
             engine.step()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pefomed.console import console
@@ -30,7 +31,8 @@ def start_or_resume(recipe_path: str | None, overrides: list[str], data: Path | 
         if recipe.data.dir is not None:
             recipe.data.dir = str(Path(recipe.data.dir).resolve())
         run_dir = out or Path("runs") / Path(recipe_path).stem
-        if (run_dir / "recipe.yaml").exists():
+        # only the first process checks: the others would find the recipe.yaml it just wrote
+        if os.environ.get("RANK", "0") == "0" and (run_dir / "recipe.yaml").exists():
             raise UserError(f"{run_dir} already holds a run; choose another --out, or continue it with --resume {run_dir}")
     result = train(recipe, run_dir, resume=resume is not None)
     console.print(f"trained weights: {result.saved}")
