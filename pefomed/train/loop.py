@@ -150,8 +150,10 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
     if cfg.gradient_checkpointing:
         # non-reentrant checkpointing: correct gradients even though the frozen vision tower's
         # outputs (the layers' inputs) do not require grad
-        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-        enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     params = count_parameters(model)
     if is_main:
         write_json(run_dir / "trainable.json", {"method": recipe.method.name, **params})
