@@ -24,7 +24,8 @@ def test_train_two_steps_then_infer(tmp_path):
 
     trainable = json.loads((run / "trainable.json").read_text())["components"]
     assert trainable["vision"]["trainable"] == 0 and trainable["vision"]["total"] > 0
-    assert trainable["projector"]["trainable"] == trainable["projector"]["total"] > 0
+    # peft keeps a frozen original next to the trained copy of a modules_to_save module
+    assert 2 * trainable["projector"]["trainable"] == trainable["projector"]["total"] > 0
     assert 0 < trainable["llm"]["trainable"] < trainable["llm"]["total"]
     assert len((run / "train_log.jsonl").read_text().splitlines()) == 2
 
