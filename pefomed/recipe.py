@@ -104,6 +104,11 @@ class TrainSection(_Section):
     log_every: int = Field(1, gt=0)
     save_every: Optional[int] = Field(None, gt=0, description="checkpoint every N optimizer steps (and at the end)")
     keep_checkpoints: int = Field(2, gt=0)
+    eval_every: Optional[int] = Field(None, gt=0, description="evaluate on data.val_split every N steps (and at the end)")
+    eval_max_samples: Optional[int] = Field(None, gt=0, description="evaluate on the first N val samples only")
+    select_metric: Literal["auto", "vqa_accuracy", "bleu4_cider"] = "auto"
+    init_from: Optional[str] = Field(None, description="a RUN_DIR whose adapter/weights start this run (two-stage training)")
+    tensorboard: bool = True  # log to RUN_DIR/tensorboard when the tensorboard package is installed
 
 
 class InferSection(_Section):

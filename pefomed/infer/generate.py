@@ -34,50 +34,69 @@ def _done_ids(partial: Path) -> set[str]:
     return done
 
 
+class Generator:
+    """Greedy (or beam) generation for lists of samples: left-padded batches, KV cache on.
+
+    `synced=True` keeps every process generating until all are done, which ZeRO-3 needs when
+    processes hold different numbers of samples or stop at different lengths.
+    """
+
+    def __init__(self, model, processor, data, image_root, max_new_tokens: int, num_beams: int = 1,
+                 synced: bool = False):
+        import torch
+
+        from pefomed.data.collate import Collator
+
+        self.model, self.processor = model, processor
+        self.collator = Collator(processor, data, image_root, train=False)
+        self.max_new_tokens, self.num_beams, self.synced = max_new_tokens, num_beams, synced
+        params = list(model.parameters())
+        self.device = params[0].device
+        self.dtype = next(p for p in params if torch.is_floating_point(p)).dtype
+        tokenizer = processor.tokenizer
+        config_eos = _as_list(getattr(model.generation_config, "eos_token_id", None))
+        self.eos = [i for i in dict.fromkeys([tokenizer.eos_token_id, *config_eos]) if i is not None]
+
+    def __call__(self, samples: list[Sample]) -> list[str]:
+        import torch
+
+        batch = self.collator([self.collator.encode(s) for s in samples])
+        batch = {k: (v.to(self.device, self.dtype) if torch.is_floating_point(v) else v.to(self.device))
+                 for k, v in batch.items()}
+        with torch.inference_mode():
+            generated = self.model.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=False,
+                                            num_beams=self.num_beams, use_cache=True, eos_token_id=self.eos,
+                                            pad_token_id=self.collator.pad_id, synced_gpus=self.synced)
+        new_tokens = generated[:, batch["input_ids"].shape[1]:]
+        return [t.strip() for t in self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+
 def predict(samples: list[Sample], image_root: Path, recipe, bundle, out: str | Path,
             batch_size: int | None = None, max_new_tokens: int | None = None, with_references: bool = True) -> Path:
-    import torch
-
-    from pefomed.data.collate import Collator
     from pefomed.data.templates import instruction
 
+    if not samples:
+        raise UserError("nothing to predict")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
     done = _done_ids(partial) if partial.exists() else set()
     todo = [s for s in samples if s.id not in done]
     batch_size = batch_size or recipe.infer.batch_size
-    max_new_tokens = max_new_tokens or recipe.infer.max_new_tokens
-    processor = bundle.processor
-    tokenizer = processor.tokenizer
-    collator = Collator(processor, recipe.data, image_root, train=False)
-    model = bundle.model
-    device = next(model.parameters()).device
-    dtype = next(p for p in model.parameters() if torch.is_floating_point(p)).dtype
-    eos = [i for i in {tokenizer.eos_token_id, *(_as_list(model.generation_config.eos_token_id))} if i is not None]
-
+    generate = Generator(bundle.model, bundle.processor, recipe.data, image_root,
+                         max_new_tokens or recipe.infer.max_new_tokens, recipe.infer.num_beams)
     with open(partial, "a", encoding="utf-8") as handle, progress_bar() as bar:
         task = bar.add_task("generating", total=len(samples), completed=len(done), status="")
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
-            batch = collator([collator.encode(s) for s in chunk])
-            batch = {k: (v.to(device, dtype) if torch.is_floating_point(v) else v.to(device)) for k, v in batch.items()}
-            with torch.inference_mode():
-                generated = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                           num_beams=recipe.infer.num_beams, use_cache=True,
-                                           eos_token_id=eos, pad_token_id=collator.pad_id)
-            new_tokens = generated[:, batch["input_ids"].shape[1]:]
-            texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-            for sample, text in zip(chunk, texts):
+            for sample, text in zip(chunk, generate(chunk)):
                 row = Prediction(id=sample.id, images=sample.images, question=instruction(sample, recipe.data),
-                                 prediction=text.strip(), task=sample.task)
+                                 prediction=text, task=sample.task)
                 if with_references:
                     row.reference, row.answer_type, row.meta = sample.answer, sample.answer_type, sample.meta
                 handle.write(dumps(row.to_dict()) + "\n")
             handle.flush()
             bar.update(task, advance=len(chunk))
-    if not samples:
-        raise UserError("nothing to predict")
     os.replace(partial, out)
     return out
 

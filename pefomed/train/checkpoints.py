@@ -111,3 +111,42 @@ def load_checkpoint(engine, run_dir: Path, rank: int) -> dict:
     _, client = engine.load_checkpoint(str(run_dir / CHECKPOINTS), tag=tag, load_module_strict=False)
     set_rng_state(torch.load(run_dir / CHECKPOINTS / tag / f"rng_rank{rank}.pt", weights_only=False))
     return client["progress"]
+
+
+class StartingPoint:
+    """Two-stage training: start from an earlier run's trained weights (train.init_from).
+
+    Stage 1 (e.g. caption alignment) may have trained an adapter plus the projector (adapter/)
+    or the projector alone (weights/); stage 2 starts from whatever it left.
+    """
+
+    def __init__(self, run_dir: str | Path):
+        from pefomed.errors import UserError
+
+        self.run_dir = Path(run_dir)
+        self.adapter = self.run_dir / ADAPTER_DIR / "adapter_model.safetensors"
+        self.weights = self.run_dir / WEIGHTS_DIR / "model.safetensors"
+        if not self.adapter.is_file() and not self.weights.is_file():
+            raise UserError(f"train.init_from: {self.run_dir} has no adapter/ or weights/ (is it a finished run?)")
+
+    def load_into_base(self, model) -> None:
+        if self.weights.is_file():
+            from pefomed.infer.run import load_trained_weights
+
+            load_trained_weights(model, self.weights)
+
+    def load_into_adapter(self, model) -> None:
+        if not self.adapter.is_file():
+            return
+        from peft import PeftModel, set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        from pefomed.errors import UserError
+
+        if not isinstance(model, PeftModel):
+            raise UserError(f"train.init_from: {self.run_dir} trained an adapter; this run's method has none to load it into")
+        result = set_peft_model_state_dict(model, load_file(self.adapter))
+        unexpected = getattr(result, "unexpected_keys", [])
+        if unexpected:
+            raise UserError(f"train.init_from: {len(unexpected)} adapter weights of {self.run_dir} do not fit this "
+                            f"run's method (e.g. {unexpected[0]}); use the same method and target modules")

@@ -76,6 +76,15 @@ def _param_groups(model, weight_decay: float) -> list[dict]:
             if g["params"]]
 
 
+def _tensorboard(run_dir: Path):
+    """A SummaryWriter in RUN_DIR/tensorboard when the tensorboard package is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
 def _to_device(batch: dict, device, dtype):
     import torch
 
@@ -110,6 +119,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
     from pefomed.train import checkpoints
     from pefomed.train.deepspeed_config import resolve, zero_stage
     from pefomed.train.distributed import barrier, device, init_distributed
+    from pefomed.train.evaluate import evaluate, selection_metric
     from pefomed.train.mixed_batches import with_blank_image
     from pefomed.train.schedule import lr_multiplier
 
@@ -135,6 +145,10 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
         raise UserError(f"{data_dir}/{recipe.data.train_split}.jsonl has {len(samples)} samples, fewer than one global "
                         f"batch ({cfg.batch_size} x {world} processes x {cfg.grad_accum} accumulation)")
     steps_per_epoch = micro_per_epoch // cfg.grad_accum
+    val_samples, metric = [], None
+    if cfg.eval_every:
+        val_samples = read_split(data_dir, recipe.data.val_split or "val")[: cfg.eval_max_samples]
+        metric = selection_metric(val_samples, cfg.select_metric)
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
 
     if is_main:
@@ -146,7 +160,12 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
     base_source = materialize_base(recipe.model, run_dir)
     bundle = load_base(base_source, recipe.model)
     model, processor = bundle.model, bundle.processor
+    start = checkpoints.StartingPoint(cfg.init_from) if cfg.init_from and not resume else None
+    if start:
+        start.load_into_base(model)  # projector / full weights: before the adapter copies modules
     model = apply_method(model, recipe.method)
+    if start:
+        start.load_into_adapter(model)
     if cfg.gradient_checkpointing:
         # non-reentrant checkpointing: correct gradients even though the frozen vision tower's
         # outputs (the layers' inputs) do not require grad
@@ -176,9 +195,14 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
             kept = [line for line in log_path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
             with atomic_write(log_path) as handle:
                 handle.write("".join(line + "\n" for line in kept))
-    elif is_main and log_path.exists():
-        log_path.unlink()
+    elif is_main:
+        for stale in (log_path, run_dir / "eval_log.jsonl", run_dir / "best.json"):
+            if stale.exists():
+                stale.unlink()
 
+    best_path = run_dir / "best.json"
+    best = json.loads(best_path.read_text())["value"] if resume and best_path.exists() else -math.inf
+    board = _tensorboard(run_dir) if cfg.tensorboard and is_main else None
     collator = Collator(processor, recipe.data, data_dir, train=True)
     model_has_vision = any(component_of(n) == "vision" for n, _ in engine.module.named_parameters())
     engine.train()
@@ -217,16 +241,36 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
                 if is_main:
                     with open(log_path, "a", encoding="utf-8") as handle:
                         handle.write(json.dumps(row) + "\n")
+                    if board:
+                        for key in ("loss", "lr", "samples_per_s", "peak_memory_mb"):
+                            board.add_scalar(f"train/{key}", row[key], step)
                     bar.update(task, completed=step, status=f"loss {row['loss']:.4f} lr {row['lr']:.2e}")
                 window_loss, window_micro, window_samples, window_start = 0.0, 0, 0, time.perf_counter()
             elif bar:
                 bar.update(task, completed=step)
+            if cfg.eval_every and (step % cfg.eval_every == 0 or step == total_steps):
+                value = evaluate(engine.module, processor, recipe, data_dir, val_samples, metric, rank, world, stage)
+                improved = value > best
+                if improved:
+                    best = value
+                    checkpoints.save_trained(engine.module, run_dir, stage, rank, name="best")
+                if is_main:
+                    row = {"step": step, "metric": metric, "value": value, "best": best}
+                    with open(run_dir / "eval_log.jsonl", "a", encoding="utf-8") as handle:
+                        handle.write(json.dumps(row) + "\n")
+                    if improved:
+                        write_json(best_path, row)
+                    if board:
+                        board.add_scalar(f"val/{metric}", value, step)
+                    console.print(f"step {step}: val {metric} = {value:.4f}" + (" (best)" if improved else ""))
             if (cfg.save_every and step % cfg.save_every == 0) or step == total_steps:
                 checkpoints.save_checkpoint(engine, run_dir, step, {"step": step, "micro": micro}, rank,
                                             cfg.keep_checkpoints)
     finally:
         if bar:
             bar.stop()
+        if board:
+            board.close()
     saved = checkpoints.save_trained(engine.module, run_dir, stage, rank)
     if is_main:
         write_json(run_dir / "last.json", {"step": step, "checkpoint": checkpoints.latest_tag(run_dir),
