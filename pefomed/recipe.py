@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pefomed.errors import UserError
 
@@ -79,8 +79,18 @@ class DataSection(_Section):
     dir: Optional[str] = Field(None, description="DATA_DIR written by `pefomed prepare` (or --data)")
     train_split: str = "train"
     val_split: Optional[str] = None
-    vqa_template: str = "{question}"
-    report_prompt: str = "Describe the findings of this image."
+    # one template, a list (pool), {closed: [...], open: [...]}, or "pool:NAME" (pefomed.data.templates)
+    vqa_template: Union[str, list[str], dict[str, list[str]]] = "{question}"
+    report_prompt: Union[str, list[str]] = "Describe the findings of this image."
+    template_seed: int = 0  # picks each sample's template from a pool
+
+    @model_validator(mode="after")
+    def _templates_are_valid(self):
+        from pefomed.data.templates import check
+
+        check(self.vqa_template, "data.vqa_template", needs_question=True)
+        check(self.report_prompt, "data.report_prompt", needs_question=False)
+        return self
     max_length: int = Field(1024, gt=8)
 
 
@@ -203,3 +213,5 @@ def validate_recipe(tree: dict, source: str = "recipe") -> Recipe:
         return Recipe.model_validate(tree)
     except ValidationError as err:
         raise UserError(_format_validation_error(err, source)) from None
+    except UserError as err:  # raised by a section's own check, e.g. a template without {question}
+        raise UserError(f"{source}: {err}") from None

@@ -133,6 +133,8 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
     if not (data_dir / "manifest.json").is_file():
         raise UserError(f"{data_dir}: not a prepared DATA_DIR (no manifest.json); run `pefomed prepare` first")
 
+    if cfg.precision == "fp16" and not torch.cuda.is_available():
+        raise UserError("train.precision=fp16 needs a CUDA GPU; use bf16 or fp32 on this machine")
     rank, world = init_distributed()
     is_main = rank == 0
     seed_everything(cfg.seed)
@@ -158,7 +160,9 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
         base_source = materialize_base(recipe.model, run_dir)
     barrier()
     base_source = materialize_base(recipe.model, run_dir)
-    bundle = load_base(base_source, recipe.model)
+    # bf16/fp16 runs load the frozen base in that dtype (half the host memory of fp32);
+    # DeepSpeed keeps fp32 master copies of the trainable parameters
+    bundle = load_base(base_source, recipe.model, cfg.precision)
     model, processor = bundle.model, bundle.processor
     start = checkpoints.StartingPoint(cfg.init_from) if cfg.init_from and not resume else None
     if start:
@@ -181,7 +185,15 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
                       f"({params['trainable_percent']}%) · " + ", ".join(
                           f"{k} {v['trainable']:,}" for k, v in sorted(params["components"].items())))
 
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas))
+    groups = _param_groups(model, cfg.weight_decay)
+    if ds_config.get("zero_optimization", {}).get("offload_optimizer", {}).get("device") == "cpu":
+        # ZeRO-Offload steps the optimizer on the CPU: DeepSpeed's vectorised CPU AdamW (compiled
+        # on first use) is the one it supports there; same AdamW maths as torch's.
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        optimizer = DeepSpeedCPUAdam(groups, lr=cfg.lr, betas=tuple(cfg.betas), adamw_mode=True)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, total_steps, cfg))
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
     dtype = None if cfg.precision == "fp32" else torch_dtype(cfg.precision)

@@ -86,3 +86,32 @@ def test_gradient_checkpointing_matches_plain_training(tmp_path, spot_data):
     checkpointed = load_file(result.saved / "adapter_model.safetensors")
     for key in plain:
         assert torch.allclose(plain[key], checkpointed[key], atol=1e-5), key
+
+
+@pytest.mark.slow
+def test_zero3_cpu_offload_matches_zero2(tmp_path, spot_data):
+    # ZeRO-Offload uses DeepSpeed's CPU AdamW (compiled on first use): same maths as torch's AdamW
+    reference = load_file(run(tmp_path, spot_data, "z2", ["train.deepspeed=zero2"]).saved / "adapter_model.safetensors")
+    offload = load_file(run(tmp_path, spot_data, "off", ["train.deepspeed=zero3_offload"]).saved
+                        / "adapter_model.safetensors")
+    for key in reference:
+        assert torch.allclose(reference[key], offload[key], atol=1e-4), key
+
+
+@pytest.mark.slow
+def test_bf16_training_runs_and_saves(tmp_path, spot_data):
+    result = run(tmp_path, spot_data, "bf16", ["train.precision=bf16"])
+    log = [json.loads(line) for line in open(result.run_dir / "train_log.jsonl")]
+    assert all(torch.isfinite(torch.tensor(row["loss"])) for row in log)
+    weights = load_file(result.saved / "adapter_model.safetensors")
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in weights.items()), "bf16 steps must move the adapter"
+
+
+def test_fp16_without_a_gpu_is_a_clear_error(tmp_path, spot_data, capsys):
+    from pefomed.cli.app import main
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert main(["train", "tiny-demo", "--data", str(spot_data), "--out", str(tmp_path / "r"),
+                 "train.precision=fp16"]) == 2
+    assert "fp16 needs a CUDA GPU" in capsys.readouterr().err
