@@ -192,11 +192,17 @@ def _export_merged(run_dir: Path, recipe, dest: Path, dtype: str) -> str:
     processor = _load_processor(run_dir, bundle)
     _check_standard_model(bundle.model)
     target = _target_dtype(dtype, bundle.model)
-    peft_model = PeftModel.from_pretrained(bundle.model, run_dir / "adapter")
-    if not hasattr(peft_model, "merge_and_unload"):
-        raise UserError(f"--merge: the adapter type {peft_model.peft_config['default'].peft_type} cannot be merged",
-                        hint="export without --merge")
-    model = peft_model.merge_and_unload()
+    if (run_dir / "adapter" / "adapter_config.json").is_file():
+        peft_model = PeftModel.from_pretrained(bundle.model, run_dir / "adapter")
+        if not hasattr(peft_model, "merge_and_unload"):
+            raise UserError(f"--merge: the adapter type {peft_model.peft_config['default'].peft_type} cannot be merged",
+                            hint="export without --merge")
+        model = peft_model.merge_and_unload()
+    else:  # projector / full: the trained parameters replace the base model's own
+        from pefomed.infer.run import load_trained_weights
+
+        model = bundle.model
+        load_trained_weights(model, run_dir / "weights" / "model.safetensors")
     model.to(target)
     model.config.dtype = target  # config.json records the dtype the weights are stored in
     model.eval()
@@ -210,7 +216,8 @@ def _export_merged(run_dir: Path, recipe, dest: Path, dtype: str) -> str:
 def _export_adapter(run_dir: Path, recipe, dest: Path) -> None:
     from pefomed.models.loader import load_base, materialize_base
 
-    for path in (run_dir / "adapter").iterdir():
+    trained = run_dir / "adapter" if (run_dir / "adapter").is_dir() else run_dir / "weights"
+    for path in trained.iterdir():
         if path.is_file() and path.name != "README.md":  # peft's stub card; ours replaces it
             shutil.copy2(path, dest / path.name)
     shutil.copy2(run_dir / "recipe.yaml", dest / "recipe.yaml")

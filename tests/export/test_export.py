@@ -191,3 +191,22 @@ def test_bad_inputs_are_one_message_and_exit_2(case, message, tiny_run, tmp_path
 def test_help_has_an_example(capsys):
     assert main(["export", "--help"]) == 0
     assert "Example" in capsys.readouterr().out
+
+
+def test_merge_of_a_projector_only_run(tmp_path, demo_data):
+    """Methods without an adapter (weights/) export too: the trained projector lands in the model."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForImageTextToText
+
+    from pefomed.cli.app import main
+    from pefomed.recipe import load_recipe
+    from pefomed.train.loop import train
+
+    recipe = load_recipe("tiny-demo", ["method.name=projector", "train.max_steps=1", "train.batch_size=4"])
+    recipe.data.dir = str(demo_data)
+    run = train(recipe, tmp_path / "run").run_dir
+    assert main(["export", str(run), "--merge", "--out", str(tmp_path / "out")]) == 0
+    merged = dict(AutoModelForImageTextToText.from_pretrained(tmp_path / "out").named_parameters())
+    for key, value in load_file(run / "weights" / "model.safetensors").items():
+        assert torch.equal(merged[key].detach(), value), key

@@ -32,3 +32,13 @@ def test_jsonl_errors_name_the_line(tmp_path, content, message):
     path.write_bytes(content)
     with pytest.raises(UserError, match=message):
         list(iter_jsonl(path))
+
+
+def test_atomic_write_gives_ordinary_file_permissions(tmp_path):
+    import os
+
+    target = tmp_path / "out.json"
+    write_jsonl(target, [{"id": "a"}])
+    current = os.umask(0)
+    os.umask(current)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~current

@@ -115,7 +115,7 @@ def test_user_errors_are_one_message_and_exit_2(tmp_path, capsys, tiny_run, args
     assert "Traceback" not in err
 
 
-@pytest.mark.parametrize("command", ["prepare", "train", "infer", "score", "demo"])
+@pytest.mark.parametrize("command", ["prepare", "train", "infer", "score", "export", "demo"])
 def test_every_command_has_help_with_an_example(command, capsys):
     assert main([command, "--help"]) == 0
     assert "Example" in capsys.readouterr().out

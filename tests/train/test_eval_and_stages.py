@@ -31,6 +31,8 @@ def test_periodic_evaluation_keeps_best_and_last(tmp_path, spot_data):
     assert best["value"] == max(r["value"] for r in rows)
     assert best["step"] == min(r["step"] for r in rows if r["value"] == best["value"])
     assert (run / "best" / "adapter_config.json").is_file() and (run / "adapter" / "adapter_config.json").is_file()
+    pytest.importorskip("tensorboard")
+    assert list((run / "tensorboard").glob("events.out.tfevents.*")), "TensorBoard events are written"
 
 
 def test_eval_needs_a_val_split(tmp_path, spot_data, capsys):
