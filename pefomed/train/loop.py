@@ -105,26 +105,95 @@ class TrainResult:
     engine: object  # the DeepSpeed engine (under ZeRO-3, forward through it gathers parameters)
 
 
-def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainResult:
-    """Train per `recipe` into `run_dir`."""
-    _quiet_deepspeed()
-    import deepspeed
+class RunLog:
+    """train_log.jsonl, eval_log.jsonl, best.json and TensorBoard, written by the first process.
+
+    On resume, rows after the checkpoint's step are dropped (they belong to the interrupted
+    attempt and will be written again).
+    """
+
+    def __init__(self, run_dir: Path, is_main: bool, resumed_step: int | None, tensorboard: bool):
+        self.train_path, self.eval_path, self.best_path = (run_dir / "train_log.jsonl", run_dir / "eval_log.jsonl",
+                                                           run_dir / "best.json")
+        self.is_main = is_main
+        self.best = -math.inf
+        if resumed_step is not None and self.best_path.exists():
+            self.best = json.loads(self.best_path.read_text())["value"]
+        if is_main:
+            for path in (self.train_path, self.eval_path):
+                if resumed_step is None or not path.exists():
+                    path.unlink(missing_ok=True)
+                    continue
+                kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= resumed_step]
+                with atomic_write(path) as handle:
+                    handle.write("".join(line + "\n" for line in kept))
+            if resumed_step is None:
+                self.best_path.unlink(missing_ok=True)
+        self.board = _tensorboard(run_dir) if tensorboard and is_main else None
+
+    def _append(self, path: Path, row: dict) -> None:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+    def train_row(self, row: dict) -> None:
+        if self.is_main:
+            self._append(self.train_path, row)
+            if self.board:
+                for key in ("loss", "lr", "samples_per_s", "peak_memory_mb"):
+                    self.board.add_scalar(f"train/{key}", row[key], row["step"])
+
+    def eval_row(self, step: int, metric: str, value: float) -> bool:
+        """Record an evaluation; True when it is the best so far (on every process)."""
+        improved = value > self.best
+        self.best = max(self.best, value)
+        if self.is_main:
+            row = {"step": step, "metric": metric, "value": value, "best": self.best}
+            self._append(self.eval_path, row)
+            if improved:
+                write_json(self.best_path, row)
+            if self.board:
+                self.board.add_scalar(f"val/{metric}", value, step)
+            console.print(f"step {step}: val {metric} = {value:.4f}" + (" (best)" if improved else ""))
+        return improved
+
+    def close(self) -> None:
+        if self.board:
+            self.board.close()
+
+
+@dataclass
+class Plan:
+    """How long the run is and what it reads: fixed before the first step."""
+
+    samples: list
+    micro_per_epoch: int
+    total_steps: int
+    val_samples: list
+    metric: str | None
+
+    @classmethod
+    def make(cls, recipe: Recipe, data_dir: Path, world: int) -> "Plan":
+        from pefomed.train.evaluate import selection_metric
+
+        cfg = recipe.train
+        samples = read_split(data_dir, recipe.data.train_split)
+        micro_per_epoch = len(samples) // (cfg.batch_size * world)
+        if micro_per_epoch < cfg.grad_accum:
+            raise UserError(f"{data_dir}/{recipe.data.train_split}.jsonl has {len(samples)} samples, fewer than one "
+                            f"global batch ({cfg.batch_size} x {world} processes x {cfg.grad_accum} accumulation)")
+        total = cfg.max_steps or max(1, math.ceil(cfg.epochs * (micro_per_epoch // cfg.grad_accum)))
+        val_samples, metric = [], None
+        if cfg.eval_every:
+            val_samples = read_split(data_dir, recipe.data.val_split or "val")[: cfg.eval_max_samples]
+            metric = selection_metric(val_samples, cfg.select_metric)
+        return cls(samples, micro_per_epoch, total, val_samples, metric)
+
+
+def _check_inputs(recipe: Recipe, run_dir: Path, resume: bool) -> Path:
     import torch
-    import torch.distributed as dist
 
-    from pefomed.data.collate import Collator
-    from pefomed.models.components import component_of, count_parameters
-    from pefomed.models.loader import load_base, materialize_base, torch_dtype
-    from pefomed.models.peft_methods import apply_method
     from pefomed.train import checkpoints
-    from pefomed.train.deepspeed_config import resolve, zero_stage
-    from pefomed.train.distributed import barrier, device, init_distributed
-    from pefomed.train.evaluate import evaluate, selection_metric
-    from pefomed.train.mixed_batches import with_blank_image
-    from pefomed.train.schedule import lr_multiplier
 
-    run_dir = Path(run_dir)
-    cfg = recipe.train
     if resume and checkpoints.latest_tag(run_dir) is None:
         raise UserError(f"{run_dir}: nothing to resume (no checkpoints/latest)")
     if recipe.data.dir is None:
@@ -132,39 +201,31 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
     data_dir = Path(recipe.data.dir)
     if not (data_dir / "manifest.json").is_file():
         raise UserError(f"{data_dir}: not a prepared DATA_DIR (no manifest.json); run `pefomed prepare` first")
-
-    if cfg.precision == "fp16" and not torch.cuda.is_available():
+    if recipe.train.precision == "fp16" and not torch.cuda.is_available():
         raise UserError("train.precision=fp16 needs a CUDA GPU; use bf16 or fp32 on this machine")
-    rank, world = init_distributed()
-    is_main = rank == 0
-    seed_everything(cfg.seed)
-    ds_config = resolve(cfg, world)
-    stage = zero_stage(ds_config)
+    return data_dir
 
-    samples = read_split(data_dir, recipe.data.train_split)
-    micro_per_epoch = len(samples) // (cfg.batch_size * world)
-    if micro_per_epoch < cfg.grad_accum:
-        raise UserError(f"{data_dir}/{recipe.data.train_split}.jsonl has {len(samples)} samples, fewer than one global "
-                        f"batch ({cfg.batch_size} x {world} processes x {cfg.grad_accum} accumulation)")
-    steps_per_epoch = micro_per_epoch // cfg.grad_accum
-    val_samples, metric = [], None
-    if cfg.eval_every:
-        val_samples = read_split(data_dir, recipe.data.val_split or "val")[: cfg.eval_max_samples]
-        metric = selection_metric(val_samples, cfg.select_metric)
-    total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
 
+def _build_model(recipe: Recipe, run_dir: Path, is_main: bool, resume: bool):
+    """Base model + method (+ the stage-1 starting point); writes recipe.yaml, trainable.json, processor/."""
+    from pefomed.models.components import count_parameters
+    from pefomed.models.loader import load_base, materialize_base
+    from pefomed.models.peft_methods import apply_method
+    from pefomed.train.checkpoints import StartingPoint
+    from pefomed.train.distributed import barrier
+
+    cfg = recipe.train
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         with atomic_write(run_dir / "recipe.yaml") as handle:
             handle.write(recipe.to_yaml())
-        base_source = materialize_base(recipe.model, run_dir)
+        materialize_base(recipe.model, run_dir)  # the first process builds the tiny base, if any
     barrier()
-    base_source = materialize_base(recipe.model, run_dir)
     # bf16/fp16 runs load the frozen base in that dtype (half the host memory of fp32);
     # DeepSpeed keeps fp32 master copies of the trainable parameters
-    bundle = load_base(base_source, recipe.model, cfg.precision)
-    model, processor = bundle.model, bundle.processor
-    start = checkpoints.StartingPoint(cfg.init_from) if cfg.init_from and not resume else None
+    bundle = load_base(materialize_base(recipe.model, run_dir), recipe.model, cfg.precision)
+    model = bundle.model
+    start = StartingPoint(cfg.init_from) if cfg.init_from and not resume else None
     if start:
         start.load_into_base(model)  # projector / full weights: before the adapter copies modules
     model = apply_method(model, recipe.method)
@@ -180,10 +241,19 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
     params = count_parameters(model)
     if is_main:
         write_json(run_dir / "trainable.json", {"method": recipe.method.name, **params})
-        processor.save_pretrained(run_dir / "processor")
+        bundle.processor.save_pretrained(run_dir / "processor")
         console.print(f"trainable parameters: {params['all']['trainable']:,} of {params['all']['total']:,} "
                       f"({params['trainable_percent']}%) · " + ", ".join(
                           f"{k} {v['trainable']:,}" for k, v in sorted(params["components"].items())))
+    return model, bundle.processor
+
+
+def _build_engine(model, cfg, ds_config: dict, total_steps: int):
+    """AdamW + warmup/cosine schedule, handed to deepspeed.initialize."""
+    import deepspeed
+    import torch
+
+    from pefomed.train.schedule import lr_multiplier
 
     groups = _param_groups(model, cfg.weight_decay)
     if ds_config.get("zero_optimization", {}).get("offload_optimizer", {}).get("device") == "cpu":
@@ -196,93 +266,94 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
         optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, total_steps, cfg))
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
+    return engine, scheduler
+
+
+def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainResult:
+    """Train per `recipe` into `run_dir` (or continue the run there, with resume=True)."""
+    _quiet_deepspeed()
+    import torch
+    import torch.distributed as dist
+
+    from pefomed.data.collate import Collator
+    from pefomed.models.components import component_of
+    from pefomed.models.loader import torch_dtype
+    from pefomed.train import checkpoints
+    from pefomed.train.deepspeed_config import resolve, zero_stage
+    from pefomed.train.distributed import barrier, device, init_distributed
+    from pefomed.train.evaluate import evaluate
+    from pefomed.train.mixed_batches import with_blank_image
+
+    run_dir, cfg = Path(run_dir), recipe.train
+    data_dir = _check_inputs(recipe, run_dir, resume)
+    rank, world = init_distributed()
+    is_main = rank == 0
+    seed_everything(cfg.seed)
+    ds_config = resolve(cfg, world)
+    stage = zero_stage(ds_config)
+    plan = Plan.make(recipe, data_dir, world)
+    model, processor = _build_model(recipe, run_dir, is_main, resume)
+    engine, scheduler = _build_engine(model, cfg, ds_config, plan.total_steps)
     dtype = None if cfg.precision == "fp32" else torch_dtype(cfg.precision)
 
     step, micro = 0, 0
-    log_path = run_dir / "train_log.jsonl"
     if resume:
         progress = checkpoints.load_checkpoint(engine, run_dir, rank)
         step, micro = progress["step"], progress["micro"]
-        if is_main and log_path.exists():
-            kept = [line for line in log_path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-            with atomic_write(log_path) as handle:
-                handle.write("".join(line + "\n" for line in kept))
-    elif is_main:
-        for stale in (log_path, run_dir / "eval_log.jsonl", run_dir / "best.json"):
-            if stale.exists():
-                stale.unlink()
-
-    best_path = run_dir / "best.json"
-    best = json.loads(best_path.read_text())["value"] if resume and best_path.exists() else -math.inf
-    board = _tensorboard(run_dir) if cfg.tensorboard and is_main else None
+    log = RunLog(run_dir, is_main, step if resume else None, cfg.tensorboard)
     collator = Collator(processor, recipe.data, data_dir, train=True)
-    model_has_vision = any(component_of(n) == "vision" for n, _ in engine.module.named_parameters())
+    has_vision = any(component_of(n) == "vision" for n, _ in engine.module.named_parameters())
     engine.train()
-    window_loss, window_micro, window_samples, window_start = 0.0, 0, 0, time.perf_counter()
+    window = {"loss": 0.0, "micro": 0, "samples": 0, "start": time.perf_counter()}
     bar = progress_bar() if is_main else None
     if bar:
         bar.start()
-        task = bar.add_task("training", total=total_steps, completed=step, status="")
+        task = bar.add_task("training", total=plan.total_steps, completed=step, status="")
     try:
-        while step < total_steps:
-            epoch, index = divmod(micro, micro_per_epoch)
-            ids = micro_batch_indices(len(samples), epoch, index, cfg.seed, cfg.batch_size, rank, world)
-            encodings = [collator.encode(samples[i]) for i in ids]
-            if model_has_vision:
+        while step < plan.total_steps:
+            epoch, index = divmod(micro, plan.micro_per_epoch)
+            ids = micro_batch_indices(len(plan.samples), epoch, index, cfg.seed, cfg.batch_size, rank, world)
+            encodings = [collator.encode(plan.samples[i]) for i in ids]
+            if has_vision:
                 encodings = with_blank_image(collator, encodings)
-            batch = _to_device(collator(encodings), device(), dtype)
-            loss = engine(**batch).loss
+            loss = engine(**_to_device(collator(encodings), device(), dtype)).loss
             engine.backward(loss)
             engine.step()
             micro += 1
-            window_loss += loss.item()
-            window_micro += 1
-            window_samples += len(ids) * world
+            window["loss"] += loss.item()
+            window["micro"] += 1
+            window["samples"] += len(ids) * world
             if micro % cfg.grad_accum:
                 continue
             step += 1
-            if step % cfg.log_every == 0 or step == total_steps:
-                mean_loss = torch.tensor(window_loss / window_micro)
+            if step % cfg.log_every == 0 or step == plan.total_steps:
+                mean_loss = torch.tensor(window["loss"] / window["micro"])
                 if world > 1:
                     dist.all_reduce(mean_loss)
                     mean_loss /= world
-                elapsed = time.perf_counter() - window_start
-                row = {"step": step, "epoch": round(micro / micro_per_epoch, 4), "loss": round(mean_loss.item(), 6),
-                       "lr": scheduler.get_last_lr()[0], "samples_per_s": round(window_samples / max(elapsed, 1e-9), 3),
+                elapsed = max(time.perf_counter() - window["start"], 1e-9)
+                row = {"step": step, "epoch": round(micro / plan.micro_per_epoch, 4),
+                       "loss": round(mean_loss.item(), 6), "lr": scheduler.get_last_lr()[0],
+                       "samples_per_s": round(window["samples"] / elapsed, 3),
                        "peak_memory_mb": round(peak_memory_mb(), 1)}
-                if is_main:
-                    with open(log_path, "a", encoding="utf-8") as handle:
-                        handle.write(json.dumps(row) + "\n")
-                    if board:
-                        for key in ("loss", "lr", "samples_per_s", "peak_memory_mb"):
-                            board.add_scalar(f"train/{key}", row[key], step)
+                log.train_row(row)
+                if bar:
                     bar.update(task, completed=step, status=f"loss {row['loss']:.4f} lr {row['lr']:.2e}")
-                window_loss, window_micro, window_samples, window_start = 0.0, 0, 0, time.perf_counter()
+                window = {"loss": 0.0, "micro": 0, "samples": 0, "start": time.perf_counter()}
             elif bar:
                 bar.update(task, completed=step)
-            if cfg.eval_every and (step % cfg.eval_every == 0 or step == total_steps):
-                value = evaluate(engine.module, processor, recipe, data_dir, val_samples, metric, rank, world, stage)
-                improved = value > best
-                if improved:
-                    best = value
+            if cfg.eval_every and (step % cfg.eval_every == 0 or step == plan.total_steps):
+                value = evaluate(engine.module, processor, recipe, data_dir, plan.val_samples, plan.metric,
+                                 rank, world, stage)
+                if log.eval_row(step, plan.metric, value):
                     checkpoints.save_trained(engine.module, run_dir, stage, rank, name="best")
-                if is_main:
-                    row = {"step": step, "metric": metric, "value": value, "best": best}
-                    with open(run_dir / "eval_log.jsonl", "a", encoding="utf-8") as handle:
-                        handle.write(json.dumps(row) + "\n")
-                    if improved:
-                        write_json(best_path, row)
-                    if board:
-                        board.add_scalar(f"val/{metric}", value, step)
-                    console.print(f"step {step}: val {metric} = {value:.4f}" + (" (best)" if improved else ""))
-            if (cfg.save_every and step % cfg.save_every == 0) or step == total_steps:
+            if (cfg.save_every and step % cfg.save_every == 0) or step == plan.total_steps:
                 checkpoints.save_checkpoint(engine, run_dir, step, {"step": step, "micro": micro}, rank,
                                             cfg.keep_checkpoints)
     finally:
         if bar:
             bar.stop()
-        if board:
-            board.close()
+        log.close()
     saved = checkpoints.save_trained(engine.module, run_dir, stage, rank)
     if is_main:
         write_json(run_dir / "last.json", {"step": step, "checkpoint": checkpoints.latest_tag(run_dir),
