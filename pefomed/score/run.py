@@ -89,9 +89,11 @@ def collect_specs(rows: list[Row], opts: ScoreOptions) -> tuple[list[MetricSpec]
     return specs, notes
 
 
-def _sections(specs: list[MetricSpec], boot: Bootstrap | None, alpha: float) -> dict[str, dict]:
+def _sections(specs: list[MetricSpec], boot: Bootstrap | None, alpha: float, progress: bool = False) -> dict[str, dict]:
+    from pefomed.console import track
+
     out: dict[str, dict] = {}
-    for spec in specs:
+    for spec in (track(specs, "metrics + intervals") if progress else specs):
         out.setdefault(spec.section, {})[spec.name] = spec.evaluate(boot, alpha)
     return out
 
@@ -116,7 +118,7 @@ def _settings(opts: ScoreOptions, paths: list[Path], notes: dict[str, Any]) -> d
 def score_rows(rows: list[Row], opts: ScoreOptions) -> tuple[dict, list[MetricSpec], dict]:
     specs, notes = collect_specs(rows, opts)
     boot = Bootstrap.make(len(rows), opts.bootstrap, opts.seed) if opts.bootstrap else None
-    return _sections(specs, boot, opts.alpha), specs, notes
+    return _sections(specs, boot, opts.alpha, opts.progress), specs, notes
 
 
 def _compare(rows_a: list[Row], rows_b: list[Row], path_a: Path, path_b: Path, opts: ScoreOptions) -> dict:

@@ -40,4 +40,7 @@ def test_recipe_validates_with_paper_settings(path):
     vqa = r.data.vqa_template.replace("{question}", "{q}")
     body = " ".join([c.image_prompt, vqa])
     assert c.prompt_template.replace("{content}", body).replace("{q}", "{question}") == VQA_PROMPT
-    assert r.data.report_prompt.startswith("[report] ")
+    from pefomed.data.templates import resolve
+
+    pool = resolve(r.data.report_prompt, "data.report_prompt")
+    assert isinstance(pool, list) and len(pool) > 1 and all(p.startswith("[report] ") for p in pool)
