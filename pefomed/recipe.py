@@ -182,7 +182,7 @@ def _merge(base: dict, extra: dict) -> dict:
 
 
 def builtin_recipe_path(name: str) -> Path:
-    """A recipe shipped with the package (recipes/NAME.yaml), e.g. 'tiny-demo'."""
+    """A recipe shipped with the package (recipes/NAME.yaml), e.g. 'tiny-demo' or 'pefomed-paper/stage2-slake'."""
     path = Path(str(resources.files("pefomed.recipes") / f"{name}.yaml"))
     if not path.is_file():
         raise UserError(f"no built-in recipe named {name!r}")
@@ -192,7 +192,7 @@ def builtin_recipe_path(name: str) -> Path:
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Load a recipe file (or a built-in name), apply dotted overrides, validate."""
     path = Path(path)
-    if not path.exists() and path.suffix == "" and "/" not in str(path):
+    if not path.exists() and path.suffix == "":  # a built-in name: tiny-demo, pefomed-paper/stage2-vqa-rad
         path = builtin_recipe_path(str(path))
     if not path.is_file():
         raise UserError(f"{path}: recipe file not found")

@@ -45,3 +45,9 @@ def test_resolved_recipe_round_trips(tmp_path):
     recipe = load_recipe("tiny-demo", ["train.epochs=3"])
     path = write(tmp_path, recipe.to_yaml())
     assert load_recipe(path) == recipe
+
+
+def test_builtin_recipes_load_by_name_including_subfolders():
+    assert load_recipe("pefomed-paper/stage2-vqa-rad").model.kind == "composed"
+    with pytest.raises(UserError, match="no built-in recipe named 'nope'"):
+        load_recipe("nope")
