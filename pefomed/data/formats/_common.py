@@ -183,6 +183,17 @@ def compact(meta: dict) -> dict:
     return {k: v for k, v in meta.items() if v is not None and v != "" and v != []}
 
 
+def json_files(source: Path, what: str) -> list[Path]:
+    """The JSON files of a source: the file itself, the split-named files of a folder
+    (train*.json, val*.json, test*.json), or a folder's only JSON (split later, by --split)."""
+    files = [source] if source.is_file() else sorted(p for p in source.glob("*.json") if split_of(p.name))
+    if not files and source.is_dir() and len(list(source.glob("*.json"))) == 1:
+        files = list(source.glob("*.json"))
+    if not files:
+        raise UserError(f"{source}: no {what} JSON (a file, or a folder with train*.json / val*.json / test*.json)")
+    return files
+
+
 def image_root(source: Path, images: Path | None) -> Path:
     """The folder images are resolved against: --images if given, else the source folder."""
     if images is not None:

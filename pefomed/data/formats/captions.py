@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from pefomed.data.formats import PrepareOptions, SourceSplits, register
-from pefomed.data.formats._common import (clean, image_root, need_keys, need_list, parse_fractions, seeded_split,
-                                          split_of)
+from pefomed.data.formats._common import (clean, image_root, json_files, need_keys, need_list, parse_fractions,
+                                          seeded_split, split_of)
 from pefomed.errors import UserError
 from pefomed.io import read_json
 from pefomed.records import Sample
@@ -20,11 +20,7 @@ from pefomed.records import Sample
 
 @register("captions")
 def read_captions(source: Path, options: PrepareOptions) -> SourceSplits:
-    files = [source] if source.is_file() else sorted(p for p in source.glob("*.json") if split_of(p.name))
-    if not files and source.is_dir() and len(list(source.glob("*.json"))) == 1:
-        files = list(source.glob("*.json"))  # one JSON without a split name: split it here
-    if not files:
-        raise UserError(f"{source}: no caption JSON (a file, or a folder with train.json / val.json / test.json)")
+    files = json_files(source, "caption")
     root = image_root(source, options.images)
     by_split: dict[str | None, list[Sample]] = {}
     skipped: list[dict[str, str]] = []

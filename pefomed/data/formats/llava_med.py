@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from pefomed.data.formats import PrepareOptions, SourceSplits, register
-from pefomed.data.formats._common import (answer_type_of, image_root, infer_answer_type, need_keys, need_list,
-                                          parse_fractions, seeded_split, split_of)
+from pefomed.data.formats._common import (answer_type_of, image_root, infer_answer_type, json_files, need_keys,
+                                          need_list, parse_fractions, seeded_split, split_of)
 from pefomed.errors import UserError
 from pefomed.io import read_json
 from pefomed.records import Sample
@@ -24,11 +24,7 @@ PLACEHOLDER = "<image>"
 
 @register("llava-med")
 def read_llava_med(source: Path, options: PrepareOptions) -> SourceSplits:
-    files = [source] if source.is_file() else sorted(p for p in source.glob("*.json") if split_of(p.name))
-    if not files and source.is_dir() and len(list(source.glob("*.json"))) == 1:
-        files = list(source.glob("*.json"))  # one JSON without a split name: split it here
-    if not files:
-        raise UserError(f"{source}: no conversation JSON (a file, or a folder with train*.json / test*.json)")
+    files = json_files(source, "conversation")
     root = image_root(source, options.images)
     by_split: dict[str | None, list[Sample]] = {}
     inferred = 0
