@@ -363,11 +363,17 @@ def load_composed(section, precision: str = "fp32"):
     except OSError as err:
         raise UserError(f"model.composed.llm_name_or_path {cfg.llm_name_or_path!r} could not be loaded: {err}") from None
     processor = build_processor(section, tokenizer, image_processor, vision.config.patch_size)
+    attn = {"vision": vision.config._attn_implementation, "llm": llm.config._attn_implementation}
     config = ComposedVLMConfig(vision_config=vision.config, text_config=llm.config, merge_tokens=cfg.merge_tokens,
                                image_token_id=processor.image_token_id, vision_feature_layer=cfg.vision_feature_layer)
     # The projector starts random; training learns it and inference restores it from the adapter
     # (peft modules_to_save), so its init need not be reproducible here.
     model = ComposedForConditionalGeneration(config, vision_tower=vision, language_model=llm)
+    # The wrapper's config sets its attention implementation on its sub-configs, which are the
+    # parts' own config objects; left unset (None) there, Llama's attention runs without its causal
+    # mask and training sees the answer it must predict. Give each part back the kernel it loaded with.
+    model.vision_tower.config._attn_implementation = attn["vision"] or "eager"
+    model.language_model.config._attn_implementation = attn["llm"] or "eager"
     if section.freeze_vision:
         model.vision_tower.requires_grad_(False)
     model.generation_config.pad_token_id = (tokenizer.pad_token_id if tokenizer.pad_token_id is not None

@@ -100,6 +100,20 @@ def test_loss_on_answer_and_gradients_reach_only_projector_and_llm(bundle):
         model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
 
 
+def test_the_llm_stays_causal_inside_the_composed_model(bundle):
+    """A later token must not change earlier logits: otherwise training sees the answer it has to
+    predict (the wrapper's config once reset the LLM's attention kernel and dropped its causal mask)."""
+    model, processor = bundle.model, bundle.processor
+    enc = processor(text=[_prompt(processor) + " yes"], images=[_image()], return_tensors="pt")
+    changed = enc["input_ids"].clone()
+    changed[0, -1] = (changed[0, -1] + 7) % 100 + 5
+    with torch.no_grad():
+        a = model(**enc).logits[0, :-1]
+        b = model(input_ids=changed, attention_mask=enc["attention_mask"], pixel_values=enc["pixel_values"]).logits[0, :-1]
+    assert torch.equal(a, b)
+    assert model.language_model.config._attn_implementation is not None
+
+
 def test_generate_with_kv_cache_matches_full_recompute(bundle):
     model, processor = bundle.model, bundle.processor
     prompts = [_prompt(processor), _prompt(processor, "What is shown?")]
