@@ -262,3 +262,25 @@ def test_a_checkpoint_that_is_not_image_text_to_text_is_a_user_error(tmp_path):
             (folder / name).write_bytes((tmp_path / "llava" / name).read_bytes())
     with pytest.raises(UserError, match="text-only.*image-text-to-text"):
         load_base(str(folder), ModelSection(kind="hf", name_or_path=str(folder)))
+
+
+def test_answer_tokens_never_leak_into_the_positions_that_predict_them(family, processor_and_model, tmp_path):
+    """Causality of the training input: changing the answer must not change any logit before it
+    (a model whose LLM lost its causal mask would learn to copy the answer)."""
+    from pefomed.data.collate import IGNORE_INDEX, Collator
+
+    name, model_dir, _ = family
+    processor, model = processor_and_model
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (32, 32), (30, 30, 30)).save(tmp_path / "images" / "a.png")
+    collator = Collator(processor, recipe_for(model_dir, tmp_path).data, tmp_path, train=True)
+    yes = collator([collator.encode(_sample("a", "images/a.png", "yes"))])
+    no = collator([collator.encode(_sample("a", "images/a.png", "no"))])
+    first_answer = int((yes["labels"][0] != IGNORE_INDEX).nonzero()[0])
+    n = min(yes["input_ids"].shape[1], no["input_ids"].shape[1])
+    differ = int((yes["input_ids"][0, :n] != no["input_ids"][0, :n]).nonzero()[0])
+    assert differ >= first_answer, "the prompts must be identical; only the answers differ"
+    with torch.no_grad():
+        a = model(**yes).logits[0, :differ]
+        b = model(**no).logits[0, :differ]
+    assert torch.allclose(a, b, atol=1e-5), f"{name}: the answer is visible before it is predicted"
