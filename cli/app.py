@@ -22,7 +22,9 @@ app = typer.Typer(
 
 
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors.")):
+def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+          local_rank: int = typer.Option(None, "--local_rank", "--local-rank", hidden=True,
+                                         help="Set by the deepspeed launcher, which puts it before the command.")):
     if debug:
         os.environ["PEFOMED_DEBUG"] = "1"
 

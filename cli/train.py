@@ -16,7 +16,7 @@ Examples:
 
   pefomed train --resume runs/demo
 
-Several processes: deepspeed --num_gpus 8 $(which pefomed) train my.yaml --data ... --out ...
+Several processes: deepspeed --num_gpus 8 --module pefomed.cli.app train my.yaml --data ... --out ...
 """
 
 

@@ -65,3 +65,24 @@ def test_zero3_two_processes_with_text_only_batches_do_not_hang(tmp_path):
                      "train.batch_size=1", "train.deepspeed=zero3", *COMMON], cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_the_deepspeed_launcher_works_too(tmp_path):
+    """`deepspeed --module pefomed.cli.app train ...` passes --local_rank before the command."""
+    from pefomed.data.synthetic import write_bright_spot_dataset
+
+    data = write_bright_spot_dataset(tmp_path / "data", n_train=8, n_test=2)
+    exe = shutil.which("deepspeed")
+    assert exe, "the deepspeed launcher is missing"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    proc = subprocess.run([exe, "--num_gpus", "2", "--master_port", port, "--module", "pefomed.cli.app", "train",
+                           "tiny-demo", "--data", str(data), "--out", str(tmp_path / "run"), "train.batch_size=2",
+                           *COMMON], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
