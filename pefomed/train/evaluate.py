@@ -33,7 +33,7 @@ def metric_value(name: str, samples: list[Sample], predictions: list[str]) -> fl
     from pefomed.score.nlg import corpus_scores
 
     scores = corpus_scores(predictions, [[s.answer] for s in samples])
-    return scores["BLEU-4"] + scores["CIDEr"]
+    return scores["BLEU-4"] + scores["CIDEr-D"]
 
 
 def evaluate(model, processor, recipe, data_dir, samples: list[Sample], metric: str, rank: int, world: int,

@@ -68,3 +68,26 @@ def test_init_from_must_be_a_finished_run(tmp_path, spot_data, capsys):
     assert main(["train", "tiny-demo", "--data", str(spot_data), "--out", str(tmp_path / "r"),
                  f"train.init_from={tmp_path}"]) == 2
     assert "has no adapter/ or weights/" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_report_runs_are_selected_by_bleu4_plus_cider(tmp_path, spot_data):
+    from pefomed.io import write_jsonl
+    from pefomed.records import Sample, read_split
+
+    reports = ["The heart size is normal. The lungs are clear.", "Small bilateral pleural effusions."]
+    data = tmp_path / "reports"
+    data.mkdir()
+    (data / "images").symlink_to(spot_data / "images")
+    (data / "manifest.json").write_text("{}")
+    for split in ("train", "val"):
+        images = [s.images for s in read_split(spot_data, "train" if split == "train" else "test")]
+        write_jsonl(data / f"{split}.jsonl", (Sample(id=f"{split}-{i}", task="report", images=imgs,
+                                                     answer=reports[i % 2]).to_dict()
+                                              for i, imgs in enumerate(images)))
+    run = tmp_path / "run"
+    assert main(["train", "tiny-demo", "--data", str(data), "--out", str(run), "train.max_steps=4",
+                 "train.batch_size=8", "train.eval_every=2", "infer.max_new_tokens=12"]) == 0
+    rows = [json.loads(line) for line in open(run / "eval_log.jsonl")]
+    assert [r["metric"] for r in rows] == ["bleu4_cider", "bleu4_cider"]
+    assert all(r["value"] >= 0 for r in rows)
