@@ -34,6 +34,30 @@ def quiet_transformers() -> None:
     hf_logging.set_verbosity_error()
 
 
+def _looks_local(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or Path(name).exists() or name.count("/") != 1
+
+
+def check_model_source(section: ModelSection) -> None:
+    """Cheap checks of the recipe's model paths, before any process group or RUN_DIR exists."""
+    if section.kind == "hf":
+        if not section.name_or_path:
+            raise UserError("recipe key 'model.name_or_path' is required when model.kind is 'hf'")
+        paths = {"model.name_or_path": section.name_or_path}
+    elif section.kind == "composed":
+        paths = {"model.composed.vision_name_or_path": section.composed.vision_name_or_path,
+                 "model.composed.llm_name_or_path": section.composed.llm_name_or_path}
+        missing = [key for key, value in paths.items() if not value]
+        if missing:
+            raise UserError(f"model.kind 'composed' needs {' and '.join(missing)}")
+    else:
+        return
+    for key, value in paths.items():
+        # a hub id is "org/name"; anything else must be a folder on this machine
+        if _looks_local(value) and not Path(value).expanduser().is_dir():
+            raise UserError(f"recipe key '{key}': {value!r} is not a folder (nor an org/name hub id)")
+
+
 def materialize_base(section: ModelSection, run_dir: Path) -> str:
     """Where the base weights live for this run; builds the tiny model into RUN_DIR when needed."""
     if section.kind == "tiny":

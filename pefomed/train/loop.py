@@ -192,6 +192,8 @@ class Plan:
 def _check_inputs(recipe: Recipe, run_dir: Path, resume: bool) -> Path:
     import torch
 
+    from pefomed.models.loader import check_model_source
+
     from pefomed.train import checkpoints
 
     if resume and checkpoints.latest_tag(run_dir) is None:
@@ -201,6 +203,7 @@ def _check_inputs(recipe: Recipe, run_dir: Path, resume: bool) -> Path:
     data_dir = Path(recipe.data.dir)
     if not (data_dir / "manifest.json").is_file():
         raise UserError(f"{data_dir}: not a prepared DATA_DIR (no manifest.json); run `pefomed prepare` first")
+    check_model_source(recipe.model)
     if recipe.train.precision == "fp16" and not torch.cuda.is_available():
         raise UserError("train.precision=fp16 needs a CUDA GPU; use bf16 or fp32 on this machine")
     return data_dir

@@ -10,6 +10,12 @@ from pefomed.errors import UserError
 from pefomed.recipe import load_recipe
 
 
+def holds_a_run(run_dir: Path) -> bool:
+    """True once a run has saved something worth keeping (a checkpoint or trained weights); a run
+    that failed before its first checkpoint may simply be started again in the same folder."""
+    return any((run_dir / name).exists() for name in ("checkpoints/latest", "adapter", "weights"))
+
+
 def start_or_resume(recipe_path: str | None, overrides: list[str], data: Path | None, out: Path | None,
                     resume: Path | None) -> Path:
     from pefomed.train.loop import train
@@ -32,7 +38,7 @@ def start_or_resume(recipe_path: str | None, overrides: list[str], data: Path | 
             recipe.data.dir = str(Path(recipe.data.dir).resolve())
         run_dir = out or Path("runs") / Path(recipe_path).stem
         # only the first process checks: the others would find the recipe.yaml it just wrote
-        if os.environ.get("RANK", "0") == "0" and (run_dir / "recipe.yaml").exists():
+        if os.environ.get("RANK", "0") == "0" and holds_a_run(run_dir):
             raise UserError(f"{run_dir} already holds a run; choose another --out, or continue it with --resume {run_dir}")
     result = train(recipe, run_dir, resume=resume is not None)
     console.print(f"trained weights: {result.saved}")
