@@ -177,7 +177,6 @@ def _write_readme(dest: Path, recipe, run_dir: Path, merged: bool, dtype_name: s
 
 
 def _export_merged(run_dir: Path, recipe, dest: Path, dtype: str) -> str:
-    import torch
     from peft import PeftModel
 
     from pefomed.models.loader import load_base, materialize_base

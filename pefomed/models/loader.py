@@ -69,11 +69,8 @@ def materialize_base(section: ModelSection, run_dir: Path) -> str:
         return str(target)
     if section.kind == "composed":
         return "composed"  # assembled from model.composed.* by pefomed.models.composed
-    if section.kind == "hf":
-        if not section.name_or_path:
-            raise UserError("recipe key 'model.name_or_path' is required when model.kind is 'hf'")
-        return section.name_or_path
-    raise UserError(f"model.kind {section.kind!r} is not supported by this version")
+    check_model_source(section)
+    return section.name_or_path
 
 
 def torch_dtype(precision: str):
@@ -90,8 +87,7 @@ def load_base(source: str, section: ModelSection, precision: str = "fp32") -> Mo
         return load_composed(section, precision)
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    local = Path(source)
-    if not local.exists() and ("/" not in source or source.startswith((".", "/"))):
+    if _looks_local(source) and not Path(source).expanduser().is_dir():
         raise UserError(f"model {source!r}: no such folder")
     try:
         processor = AutoProcessor.from_pretrained(source, trust_remote_code=section.trust_remote_code)

@@ -285,7 +285,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
     from pefomed.train.deepspeed_config import resolve, zero_stage
     from pefomed.train.distributed import barrier, device, init_distributed
     from pefomed.train.evaluate import evaluate
-    from pefomed.train.mixed_batches import with_blank_image
+    from pefomed.train.mixed_batches import BlankImagePadding
 
     run_dir, cfg = Path(run_dir), recipe.train
     data_dir = _check_inputs(recipe, run_dir, resume)
@@ -306,6 +306,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
     log = RunLog(run_dir, is_main, step if resume else None, cfg.tensorboard)
     collator = Collator(processor, recipe.data, data_dir, train=True)
     has_vision = any(component_of(n) == "vision" for n, _ in engine.module.named_parameters())
+    pad_with_blank_image = BlankImagePadding(collator)
     engine.train()
     window = {"loss": 0.0, "micro": 0, "samples": 0, "start": time.perf_counter()}
     bar = progress_bar() if is_main else None
@@ -318,7 +319,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
             ids = micro_batch_indices(len(plan.samples), epoch, index, cfg.seed, cfg.batch_size, rank, world)
             encodings = [collator.encode(plan.samples[i]) for i in ids]
             if has_vision:
-                encodings = with_blank_image(collator, encodings)
+                encodings = pad_with_blank_image(encodings)
             loss = engine(**_to_device(collator(encodings), device(), dtype)).loss
             engine.backward(loss)
             engine.step()

@@ -25,10 +25,19 @@ def has_image(encoding: dict) -> bool:
     return "pixel_values" in encoding
 
 
-def with_blank_image(collator, encodings: list[dict]) -> list[dict]:
-    """`encodings`, plus a fully masked blank-image sample when none of them has an image."""
-    if any(has_image(e) for e in encodings):
-        return encodings
-    blank = collator.encode_with_images(_BLANK, [Image.new("RGB", (32, 32))])
-    blank["labels"] = blank["labels"].clone().fill_(IGNORE_INDEX)
-    return [*encodings, blank]
+class BlankImagePadding:
+    """Adds a fully masked blank-image sample to a micro-batch that has no image. The blank
+    sample is encoded once per run, not at every text-only step."""
+
+    def __init__(self, collator):
+        self.collator = collator
+        self._blank: dict | None = None
+
+    def __call__(self, encodings: list[dict]) -> list[dict]:
+        if any(has_image(e) for e in encodings):
+            return encodings
+        if self._blank is None:
+            blank = self.collator.encode_with_images(_BLANK, [Image.new("RGB", (32, 32))])
+            blank["labels"] = blank["labels"].clone().fill_(IGNORE_INDEX)
+            self._blank = blank
+        return [*encodings, self._blank]

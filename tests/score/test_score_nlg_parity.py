@@ -1,7 +1,6 @@
 """Report metrics equal pycocoevalcap's on a 1,000-pair corpus (tokenizer, BLEU, ROUGE-L, CIDEr-D,
 METEOR), plus the bit-parallel LCS against the textbook table."""
 
-import os
 import random
 import subprocess
 import sys

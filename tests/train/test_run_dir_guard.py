@@ -34,3 +34,14 @@ def test_a_finished_run_is_never_overwritten_but_a_failed_start_can_be_retried(t
     assert main(args) == 0
     assert main(args) == 2
     assert "already holds a run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train"], "missing RECIPE"),
+    (["train", "train.lr=1e-4"], "looks like an override; the recipe file comes first"),
+    (["train", "tiny-demo", "--resume", "{tmp}"], "do not pass a recipe or overrides"),
+])
+def test_command_line_mistakes_are_named(tmp_path, capsys, args, message):
+    assert main([a.replace("{tmp}", str(tmp_path)) for a in args]) == 2
+    err = capsys.readouterr().err
+    assert message in err.replace("\n", " ") and "Traceback" not in err

@@ -8,7 +8,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pefomed.records import Sample
 
 COMMON = ["train.max_steps=3", "train.batch_size=4", "train.lr=1e-2", "method.dropout=0.0", "train.seed=5"]
 
