@@ -8,6 +8,28 @@ import sys
 
 import click
 import typer
+from rich.text import Text
+
+# typer >= 0.24 vendors click as `typer._click`: its usage errors are not `click.exceptions` any more.
+# Catch the classes of both, whichever this installation has, so a typo in an option is one line
+# and exit 2 on every typer/click version within the bounds declared in pyproject.toml.
+try:  # pragma: no cover - depends on the installed typer
+    from typer import _click as _vendored_click
+except ImportError:  # older typer uses click itself
+    _vendored_click = None
+_CLICKS = [click] + ([_vendored_click] if _vendored_click is not None else [])
+
+
+def _classes(name: str) -> tuple[type, ...]:
+    """`name` (ClickException, Exit, Abort) from click, vendored click and typer, where each has it."""
+    found = [getattr(m, name, None) or getattr(getattr(m, "exceptions", None), name, None)
+             for m in (*_CLICKS, typer)]
+    return tuple(dict.fromkeys(c for c in found if isinstance(c, type)))
+
+
+CLICK_ERRORS = _classes("ClickException")
+CLICK_EXITS = _classes("Exit")
+CLICK_ABORTS = _classes("Abort")
 
 from pefomed.console import console
 from pefomed.errors import UserError
@@ -39,29 +61,60 @@ def _register() -> None:
 _register()
 
 
+def _error(message: str) -> None:
+    # Text, not markup: a message quoting the user's input ("[bold]" in a question) prints as typed
+    console.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False, soft_wrap=True)
+
+
+def _command_of(args: list[str]) -> list[str]:
+    """The subcommand named in `args`, if any (for errors raised before click made a context)."""
+    commands = {c.name or c.callback.__name__ for c in app.registered_commands}
+    return [a for a in args if a in commands][:1]
+
+
+def _interrupted() -> int:
+    console.print("[red]interrupted[/]: every output written so far is a complete file; partial files were "
+                  "left as .partial (infer resumes from them) or discarded; `pefomed train --resume RUN_DIR` "
+                  "continues a run from its last checkpoint")
+    return 130
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; return the exit code (console script: sys.exit(main()))."""
+    """Run the CLI; return the exit code (console script: sys.exit(main())).
+
+    Exit codes: 0 done, 2 a user mistake (bad option, missing file, malformed input: one message,
+    no traceback), 130 interrupted (Ctrl-C), 1 a bug (with its traceback).
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("PEFOMED_DEBUG") == "1"
     try:
-        app(args=args, prog_name="pefomed", standalone_mode=False)
-        return 0
-    except click.exceptions.Exit as exc:
+        # standalone_mode=False: typer returns an Exit's code (e.g. 130 for Ctrl-C) instead of exiting
+        result = app(args=args, prog_name="pefomed", standalone_mode=False)
+    except CLICK_EXITS as exc:
         return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Abort:
-        console.print("[red]aborted[/]")
-        return 130
+    except CLICK_ERRORS as exc:
+        # a usage error (unknown option or command, missing argument, bad value): click's own message
+        # with the usage line, exit 2 (click's code for usage errors)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `pefomed` or `pefomed infer`: the help
+            exc.show()
+            return 2
+        ctx = getattr(exc, "ctx", None)
+        command = ctx.command_path if ctx is not None else " ".join(["pefomed", *_command_of(args)])
+        where = f"; see `{command} --help`"
+        _error(f"{exc.format_message().rstrip('.')}{where}")
+        return 2
+    except CLICK_ABORTS:
+        return _interrupted()
     except UserError as exc:
         if debug:
             raise
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        _error(str(exc))
         return 2
     except KeyboardInterrupt:
-        console.print("[red]interrupted[/]: outputs written so far are complete files; partial ones were discarded")
-        return 130
+        return _interrupted()
+    if isinstance(result, int) and not isinstance(result, bool):
+        return _interrupted() if result == 130 else result
+    return 0
 
 
 if __name__ == "__main__":  # python -m pefomed.cli.app
