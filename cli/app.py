@@ -52,9 +52,9 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show full traceback
 
 
 def _register() -> None:
-    from pefomed.cli import demo, export, infer, prepare, score, train
+    from pefomed.cli import demo, export, infer, prepare, score, study, train
 
-    for module in (prepare, train, infer, score, export, demo):
+    for module in (prepare, train, infer, score, export, demo, study):
         module.register(app)
 
 

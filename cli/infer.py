@@ -1,4 +1,4 @@
-"""`pefomed infer RUN_DIR (--data DATA_DIR [--split test] | --images FOLDER [--question ...]) --out PRED.jsonl`."""
+"""`pefomed infer SOURCE (--data DATA_DIR [--split test] | --images FOLDER [--question ...]) --out PRED.jsonl`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ Examples:
 
   pefomed infer runs/demo --data prepared/vqa-rad --split test --out runs/demo/pred.jsonl
 
+  pefomed infer runs/demo/best --data prepared/vqa-rad --split test --out best.jsonl
+
+  pefomed infer path/to/Qwen2.5-VL-3B-Instruct --data prepared/vqa-rad --out zero-shot.jsonl --template "{question} Answer with a single word or phrase."
+
   pefomed infer runs/demo --images my_xrays/ --question "Is there a pleural effusion?" --out pred.jsonl
 
   pefomed infer runs/demo --images my_xrays/ --out reports.jsonl   (the run's report prompt)
@@ -19,31 +23,30 @@ Examples:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command(help="Generate answers or reports with a trained run." + EXAMPLE)
+    @app.command(help="Generate answers or reports with a trained run or a base model (zero-shot)." + EXAMPLE)
     def infer(
-        run_dir: Path = typer.Argument(..., help="RUN_DIR written by `pefomed train`."),
-        out: Path = typer.Option(..., "--out", "-o", help="PRED.jsonl to write."),
+        source: str = typer.Argument(..., metavar="SOURCE",
+                                     help="A RUN_DIR (or RUN_DIR/best), a model folder or hub id never trained here, "
+                                          "or a recipe (file or built-in name)."),
+        out: Path = typer.Option(..., "--out", "-o", help="PRED.jsonl to write (and PRED.settings.json beside it)."),
         data: Optional[Path] = typer.Option(None, "--data", help="A prepared DATA_DIR."),
         split: str = typer.Option("test", "--split", help="Split of DATA_DIR to answer."),
         images: Optional[Path] = typer.Option(None, "--images", help="A folder of images (PNG, JPEG, DICOM)."),
         question: Optional[str] = typer.Option(None, "--question", help="Question asked of every image in --images."),
-        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Default: the recipe's infer.batch_size."),
-        max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Default: the recipe's infer.max_new_tokens."),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Default: the source's infer.batch_size."),
+        max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Default: the source's infer.max_new_tokens."),
+        template: Optional[str] = typer.Option(None, "--template", help="VQA instruction template with {question} "
+                                               "(or pool:NAME); default: the source recipe's data.vqa_template."),
+        report_prompt: Optional[str] = typer.Option(None, "--report-prompt", help="Report prompt; default: the source "
+                                                    "recipe's data.report_prompt."),
+        trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow Python code shipped with the "
+                                               "model to run (needed each time; never taken from a RUN_DIR)."),
     ):
-        from pefomed.errors import UserError
-        from pefomed.infer.generate import predict
-        from pefomed.infer.run import check_run_dir, load_run
-        from pefomed.infer.sources import folder_samples, split_samples
-
-        check_run_dir(run_dir)
-        if (data is None) == (images is None):
-            raise UserError("give exactly one of --data DATA_DIR or --images FOLDER")
-        if question is not None and images is None:
-            raise UserError("--question goes with --images (a DATA_DIR brings its own questions)")
-        samples, root = split_samples(data, split) if data is not None else folder_samples(images, question)
-        recipe, bundle = load_run(run_dir)
-        predict(samples, root, recipe, bundle, out, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                with_references=data is not None)
         from pefomed.console import console
+        from pefomed.infer.run import InferOptions, PromptOptions, infer as run_infer
 
-        console.print(f"predictions: {out}")
+        options = InferOptions(batch_size=batch_size, max_new_tokens=max_new_tokens,
+                               trust_remote_code=trust_remote_code,
+                               prompt=PromptOptions(vqa_template=template, report_prompt=report_prompt))
+        written = run_infer(source, out, data=data, split=split, images=images, question=question, options=options)
+        console.print(f"predictions: {written}")

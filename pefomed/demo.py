@@ -23,9 +23,7 @@ def demo_source() -> Path:
 def run_demo(out: str | Path, overrides: list[str] | None = None) -> dict[str, Path]:
     from pefomed.data.prepare import prepare
     from pefomed.data.summary import print_summary
-    from pefomed.infer.generate import predict
-    from pefomed.infer.run import load_run
-    from pefomed.infer.sources import split_samples
+    from pefomed.infer.run import infer
     from pefomed.recipe import builtin_recipe_path, load_recipe
     from pefomed.score.run import print_metrics, score_files
     from pefomed.train.loop import train
@@ -46,9 +44,7 @@ def run_demo(out: str | Path, overrides: list[str] | None = None) -> dict[str, P
     train(recipe, paths["run"])
 
     console.rule("3/4 infer")
-    recipe, bundle = load_run(paths["run"])
-    samples, root = split_samples(paths["data"], "test")
-    predict(samples, root, recipe, bundle, paths["predictions"])
+    infer(str(paths["run"]), paths["predictions"], data=paths["data"], split="test")
 
     console.rule("4/4 score")
     metrics = score_files([paths["predictions"]], out=paths["metrics"], report=paths["report"])

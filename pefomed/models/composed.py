@@ -28,6 +28,8 @@ from transformers.processing_utils import ProcessorMixin
 from transformers.tokenization_utils_base import AddedToken
 
 from pefomed.errors import UserError
+from pefomed.models.bundle import ModelBundle, torch_dtype
+from pefomed.models.kinds import ModelKind, register
 
 MODEL_TYPE = "pefomed_composed"
 
@@ -247,7 +249,7 @@ class ComposedProcessor(ProcessorMixin):
 
 
 # Registered so that AutoProcessor.from_pretrained(RUN_DIR/processor) finds the class by the
-# name saved in processor_config.json (pefomed.infer.run.load_run), with no change to load_run.
+# name saved in processor_config.json (pefomed.models.run_dir.load_run), with no change to load_run.
 try:
     AutoConfig.register(MODEL_TYPE, ComposedVLMConfig)
     AutoProcessor.register(ComposedVLMConfig, ComposedProcessor)
@@ -344,7 +346,6 @@ def load_composed(section, precision: str = "fp32"):
     """Assemble the composed model and its processor from model.composed.* (see pefomed.recipe)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pefomed.models.loader import ModelBundle, torch_dtype
 
     cfg = section.composed
     if not cfg.vision_name_or_path or not cfg.llm_name_or_path:
@@ -380,3 +381,24 @@ def load_composed(section, precision: str = "fp32"):
                                             else tokenizer.eos_token_id)
     source = f"composed: {cfg.vision_name_or_path} + {cfg.llm_name_or_path}"
     return ModelBundle(model=model, processor=processor, source=source)
+
+
+def _check(section) -> None:
+    from pefomed.models.hf import check_path
+
+    paths = {"model.composed.vision_name_or_path": section.composed.vision_name_or_path,
+             "model.composed.llm_name_or_path": section.composed.llm_name_or_path}
+    missing = [key for key, value in paths.items() if not value]
+    if missing:
+        raise UserError(f"model.kind 'composed' needs {' and '.join(missing)}")
+    for key, value in paths.items():
+        check_path(key, value)
+
+
+COMPOSED = register(ModelKind(
+    name="composed", check=_check,
+    materialize=lambda section, run_dir: "composed",  # assembled from model.composed.* at load time
+    load=lambda source, section, precision="fp32": load_composed(section, precision),
+    describe=lambda section: (f"pefomed's composed model: vision {section.composed.vision_name_or_path!r} + "
+                              f"LLM {section.composed.llm_name_or_path!r} "
+                              f"(merge_tokens={section.composed.merge_tokens})")))

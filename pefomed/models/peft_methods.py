@@ -17,12 +17,36 @@ weights/model.safetensors under the base model's own names.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pefomed.errors import UserError
 from pefomed.models.components import component_of, module_prefixes, target_regex
 from pefomed.recipe import MethodSection
 
-ADAPTER_METHODS = ("lora", "dora", "rslora", "ia3", "prefix", "prompt")
-WEIGHT_METHODS = ("projector", "full")
+
+
+@dataclass(frozen=True)
+class MethodFacts:
+    """What train, infer and export need to know of a method, in one table."""
+
+    title: str
+    has_adapter: bool  # saved as a PEFT adapter (adapter/), else as trained parameters (weights/)
+    mergeable: bool  # its trained weights fold into the base weights (export --merge)
+
+
+METHODS: dict[str, MethodFacts] = {
+    "lora": MethodFacts("LoRA", has_adapter=True, mergeable=True),
+    "dora": MethodFacts("DoRA", has_adapter=True, mergeable=True),
+    "rslora": MethodFacts("rank-stabilised LoRA", has_adapter=True, mergeable=True),
+    "ia3": MethodFacts("IA3", has_adapter=True, mergeable=True),
+    # prompt learning adds virtual tokens in front of the input: there is no weight to merge
+    "prefix": MethodFacts("prefix tuning", has_adapter=True, mergeable=False),
+    "prompt": MethodFacts("prompt tuning", has_adapter=True, mergeable=False),
+    "projector": MethodFacts("projector-only training", has_adapter=False, mergeable=True),
+    "full": MethodFacts("full fine-tuning", has_adapter=False, mergeable=True),
+}
+ADAPTER_METHODS = tuple(name for name, facts in METHODS.items() if facts.has_adapter)
+WEIGHT_METHODS = tuple(name for name, facts in METHODS.items() if not facts.has_adapter)
 
 
 def _projector_names(model) -> list[str]:

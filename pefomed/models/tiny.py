@@ -9,7 +9,9 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from pefomed.recipe import TinyConfig
+from pefomed.models.bundle import quiet_transformers
+from pefomed.models.kinds import ModelKind, register
+from pefomed.recipe import ModelSection, TinyConfig
 
 IMAGE_TOKEN = "<image>"
 LM_HEAD_STD = 0.3
@@ -50,8 +52,6 @@ def build_tiny(cfg: TinyConfig, out_dir: str | Path) -> Path:
     """Build the tiny model + processor from `cfg` and save them to `out_dir` (deterministic)."""
     import torch
 
-    from pefomed.models.loader import quiet_transformers
-
     quiet_transformers()
     from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
                               LlavaForConditionalGeneration, LlavaProcessor)
@@ -90,3 +90,26 @@ def build_tiny(cfg: TinyConfig, out_dir: str | Path) -> Path:
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     return out_dir
+
+
+BASE_MODEL_DIR = "base_model"  # RUN_DIR/base_model: the tiny base, built once per run
+
+
+def _materialize(section: ModelSection, run_dir: Path) -> str:
+    """Build the tiny base into RUN_DIR/base_model, so inference reloads exactly the trained-on weights."""
+    target = Path(run_dir) / BASE_MODEL_DIR
+    if not (target / "config.json").is_file():
+        build_tiny(section.tiny, target)
+    return str(target)
+
+
+def _load(source: str, section: ModelSection, precision: str = "fp32"):
+    from pefomed.models.hf import load_pretrained
+
+    return load_pretrained(source, section, precision)  # an ordinary transformers LLaVA folder
+
+
+TINY = register(ModelKind(name="tiny", check=lambda section: None, materialize=_materialize, load=_load,
+                          describe=lambda section: f"the built-in tiny LLaVA of pefomed (model.tiny: "
+                                                   f"{section.tiny.model_dump()})",
+                          ships_base=True))

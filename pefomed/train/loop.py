@@ -22,6 +22,8 @@ import numpy as np
 from pefomed.console import console, progress_bar
 from pefomed.errors import UserError
 from pefomed.io import atomic_write, write_json
+from pefomed.models import run_dir as run_dir_layout
+from pefomed.models.run_dir import save_trained
 from pefomed.recipe import Recipe
 from pefomed.records import read_split
 
@@ -82,7 +84,7 @@ def _tensorboard(run_dir: Path):
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         return None
-    return SummaryWriter(str(run_dir / "tensorboard"))
+    return SummaryWriter(str(run_dir / run_dir_layout.TENSORBOARD_DIR))
 
 
 def _to_device(batch: dict, device, dtype):
@@ -113,8 +115,8 @@ class RunLog:
     """
 
     def __init__(self, run_dir: Path, is_main: bool, resumed_step: int | None, tensorboard: bool):
-        self.train_path, self.eval_path, self.best_path = (run_dir / "train_log.jsonl", run_dir / "eval_log.jsonl",
-                                                           run_dir / "best.json")
+        self.train_path, self.eval_path, self.best_path = (
+            run_dir / run_dir_layout.TRAIN_LOG, run_dir / run_dir_layout.EVAL_LOG, run_dir / run_dir_layout.BEST_JSON)
         self.is_main = is_main
         self.best = -math.inf
         if resumed_step is not None and self.best_path.exists():
@@ -214,13 +216,13 @@ def _build_model(recipe: Recipe, run_dir: Path, is_main: bool, resume: bool):
     from pefomed.models.components import count_parameters
     from pefomed.models.loader import load_base, materialize_base
     from pefomed.models.peft_methods import apply_method
-    from pefomed.train.checkpoints import StartingPoint
+    from pefomed.models.run_dir import StartingPoint
     from pefomed.train.distributed import barrier
 
     cfg = recipe.train
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_write(run_dir / "recipe.yaml") as handle:
+        with atomic_write(run_dir / run_dir_layout.RECIPE_FILE) as handle:
             handle.write(recipe.to_yaml())
         materialize_base(recipe.model, run_dir)  # the first process builds the tiny base, if any
     barrier()
@@ -243,8 +245,8 @@ def _build_model(recipe: Recipe, run_dir: Path, is_main: bool, resume: bool):
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     params = count_parameters(model)
     if is_main:
-        write_json(run_dir / "trainable.json", {"method": recipe.method.name, **params})
-        bundle.processor.save_pretrained(run_dir / "processor")
+        write_json(run_dir / run_dir_layout.TRAINABLE_JSON, {"method": recipe.method.name, **params})
+        bundle.processor.save_pretrained(run_dir / run_dir_layout.PROCESSOR_DIR)
         console.print(f"trainable parameters: {params['all']['trainable']:,} of {params['all']['total']:,} "
                       f"({params['trainable_percent']}%) · " + ", ".join(
                           f"{k} {v['trainable']:,}" for k, v in sorted(params["components"].items())))
@@ -350,7 +352,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
                 value = evaluate(engine.module, processor, recipe, data_dir, plan.val_samples, plan.metric,
                                  rank, world, stage)
                 if log.eval_row(step, plan.metric, value):
-                    checkpoints.save_trained(engine.module, run_dir, stage, rank, name="best")
+                    save_trained(engine.module, run_dir, stage, rank, name=run_dir_layout.BEST_DIR)
             if (cfg.save_every and step % cfg.save_every == 0) or step == plan.total_steps:
                 checkpoints.save_checkpoint(engine, run_dir, step, {"step": step, "micro": micro}, rank,
                                             cfg.keep_checkpoints)
@@ -358,9 +360,9 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
         if bar:
             bar.stop()
         log.close()
-    saved = checkpoints.save_trained(engine.module, run_dir, stage, rank)
+    saved = save_trained(engine.module, run_dir, stage, rank)
     if is_main:
-        write_json(run_dir / "last.json", {"step": step, "checkpoint": checkpoints.latest_tag(run_dir),
+        write_json(run_dir / run_dir_layout.LAST_JSON, {"step": step, "checkpoint": checkpoints.latest_tag(run_dir),
                                            "saved": saved.name})
     barrier()
     return TrainResult(run_dir=run_dir, saved=saved, model=engine.module, engine=engine)

@@ -7,13 +7,8 @@ from pathlib import Path
 
 from pefomed.console import console
 from pefomed.errors import UserError
+from pefomed.models.run_dir import RECIPE_FILE, holds_a_run
 from pefomed.recipe import load_recipe
-
-
-def holds_a_run(run_dir: Path) -> bool:
-    """True once a run has saved something worth keeping (a checkpoint or trained weights); a run
-    that failed before its first checkpoint may simply be started again in the same folder."""
-    return any((run_dir / name).exists() for name in ("checkpoints/latest", "adapter", "weights"))
 
 
 def start_or_resume(recipe_path: str | None, overrides: list[str], data: Path | None, out: Path | None,
@@ -24,7 +19,7 @@ def start_or_resume(recipe_path: str | None, overrides: list[str], data: Path | 
         if recipe_path is not None or overrides:
             # the resolved recipe in RUN_DIR is the run's definition; changing it mid-run breaks resume
             raise UserError("--resume takes the run's own recipe.yaml; do not pass a recipe or overrides with it")
-        recipe = load_recipe(resume / "recipe.yaml")
+        recipe = load_recipe(resume / RECIPE_FILE)
         run_dir = resume
     else:
         if recipe_path is None:

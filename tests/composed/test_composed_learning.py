@@ -18,7 +18,7 @@ def accuracy(pred_path):
 def test_composed_model_learns_from_pixels(tmp_path):
     from pefomed.data.synthetic import write_bright_spot_dataset
     from pefomed.infer.generate import predict
-    from pefomed.infer.run import load_run
+    from pefomed.models.run_dir import load_run
     from pefomed.infer.sources import split_samples
     from pefomed.models.loader import load_base
     from pefomed.recipe import load_recipe

@@ -1,5 +1,5 @@
 """model.kind=composed through the real paths: two DeepSpeed steps with pefomed.train.loop.train,
-then pefomed.infer.run.load_run (AutoProcessor reloads the saved ComposedProcessor) and predict."""
+then pefomed.models.run_dir.load_run (AutoProcessor reloads the saved ComposedProcessor) and predict."""
 
 import json
 
@@ -9,7 +9,7 @@ from composed_parts import build_parts, composed_overrides
 def test_train_two_steps_then_infer(tmp_path):
     from pefomed.data.synthetic import write_bright_spot_dataset
     from pefomed.infer.generate import predict
-    from pefomed.infer.run import load_run
+    from pefomed.models.run_dir import load_run
     from pefomed.infer.sources import split_samples
     from pefomed.models.composed import ComposedForConditionalGeneration, ComposedProcessor
     from pefomed.recipe import load_recipe

@@ -77,7 +77,7 @@ def test_chat_template_is_the_one_trained_with(merged, tiny_run):
 def test_merged_model_matches_the_unmerged_peft_model(merged, tiny_run, demo_data):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from pefomed.infer.run import load_run
+    from pefomed.models.run_dir import load_run
 
     _, bundle = load_run(tiny_run, precision="fp32")
     model = AutoModelForImageTextToText.from_pretrained(merged).eval()
@@ -130,7 +130,7 @@ def test_adapter_export_restores_the_fine_tune(tiny_run, demo_data, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from pefomed.infer.run import load_run
+    from pefomed.models.run_dir import load_run
 
     out = tmp_path / "adapter"
     out.mkdir()  # an existing empty folder is accepted

@@ -94,7 +94,7 @@ def test_trains_two_steps_with_lora_on_the_llm_and_the_projector_saved(family):
 
 def test_infers_one_row_per_test_sample(family, data_dir, tmp_path):
     from pefomed.infer.generate import predict
-    from pefomed.infer.run import load_run
+    from pefomed.models.run_dir import load_run
     from pefomed.records import read_split
 
     name, _, run_dir = family
@@ -226,7 +226,7 @@ def test_batched_generation_on_mixed_image_sizes_matches_one_at_a_time(family, t
     """Left-padded generation with different image sizes in one batch (Idefics3 crop counts,
     Qwen2-VL patch grids, prompt lengths) answers exactly what each image gets alone."""
     from pefomed.infer.generate import predict
-    from pefomed.infer.run import load_run
+    from pefomed.models.run_dir import load_run
     from pefomed.infer.sources import folder_samples
 
     _, _, run_dir = family

@@ -36,7 +36,7 @@ def train_method(tmp_path, data, method, extra=()):
 @pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_method_trains_and_reloads_to_identical_outputs(tmp_path, spot_data, method):
-    from pefomed.infer.run import load_run
+    from pefomed.models.run_dir import load_run
 
     result = train_method(tmp_path, spot_data, method)
     recipe, bundle = load_run(result.run_dir)

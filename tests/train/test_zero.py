@@ -31,7 +31,7 @@ def run(tmp_path, data, name, extra=()):
 @pytest.mark.slow
 def test_zero_stages_agree_and_zero3_saves_a_gathered_adapter(tmp_path, spot_data):
     from pefomed.data.collate import Collator
-    from pefomed.infer.run import load_run
+    from pefomed.models.run_dir import load_run
     from pefomed.records import read_split
 
     adapters = {}

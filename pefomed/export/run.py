@@ -29,10 +29,14 @@ from pathlib import Path
 
 from pefomed.errors import UserError
 from pefomed.io import write_json
+from pefomed.models import run_dir as run_layout
+from pefomed.models.bundle import quiet_transformers, torch_dtype
+from pefomed.models.kinds import kind_of
+from pefomed.models.loader import describe_base, load_base, materialize_base
+from pefomed.models.peft_methods import METHODS
+from pefomed.models.run_dir import Run, apply_trained, load_processor, open_run
+from pefomed.recipe import load_recipe
 
-# Methods whose weights are a function of the base weights and can be folded into them.
-# Prompt-learning methods add virtual tokens in front of the input: there is no weight to merge.
-UNMERGEABLE = {"prefix": "prefix tuning", "prompt": "prompt tuning"}
 DTYPES = ("auto", "fp32", "bf16", "fp16")
 # Large binary files that are never processor files (skipped when topping up processor files).
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf")
@@ -49,8 +53,6 @@ def check_out_dir(out: Path) -> None:
 def _target_dtype(dtype: str, model):
     import torch
 
-    from pefomed.models.loader import torch_dtype
-
     if dtype not in DTYPES:
         raise UserError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
     if dtype != "auto":
@@ -62,14 +64,6 @@ def _target_dtype(dtype: str, model):
     return recorded if isinstance(recorded, torch.dtype) else torch.float32
 
 
-def _load_processor(run_dir: Path, bundle):
-    if (run_dir / "processor").is_dir():
-        from transformers import AutoProcessor
-
-        return AutoProcessor.from_pretrained(run_dir / "processor")
-    return bundle.processor
-
-
 def _chat_template(processor) -> str | None:
     template = getattr(processor, "chat_template", None)
     if not template:
@@ -77,9 +71,9 @@ def _chat_template(processor) -> str | None:
     return template or None
 
 
-def _save_processor(processor, run_dir: Path, dest: Path) -> None:
+def _save_processor(processor, run: Run, dest: Path) -> None:
     processor.save_pretrained(dest)
-    source = run_dir / "processor"
+    source = run.processor_dir
     if source.is_dir():
         # Anything the save did not rewrite (a sentencepiece model, special_tokens_map, a legacy
         # chat_template.json, custom processing code) is carried over unchanged.
@@ -126,22 +120,12 @@ def _fill_generation_config(model, processor) -> None:
         gen.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else gen.eos_token_id
 
 
-def _base_description(recipe, run_dir: Path) -> str:
-    section = recipe.model
-    if section.kind == "tiny":
-        return f"the built-in tiny LLaVA of pefomed (model.tiny: {section.tiny.model_dump()})"
-    if section.kind == "composed":
-        return (f"pefomed's composed model: vision {section.composed.vision_name_or_path!r} + "
-                f"LLM {section.composed.llm_name_or_path!r} (merge_tokens={section.composed.merge_tokens})")
-    return f"`{section.name_or_path}`"
-
-
-def _write_readme(dest: Path, recipe, run_dir: Path, merged: bool, dtype_name: str | None) -> None:
+def _write_readme(dest: Path, recipe, run: Run, merged: bool, dtype_name: str | None) -> None:
     method = recipe.method
     lines = [
         "# pefomed export", "",
-        f"- source run: `{run_dir.resolve()}`",
-        f"- base model: {_base_description(recipe, run_dir)}",
+        f"- source run: `{run.root.resolve()}`" + (" (its best/ weights)" if run.weights.folder.name == run_layout.BEST_DIR else ""),
+        f"- base model: {describe_base(recipe.model)}",
         f"- PEFT method: `{method.name}` (r={method.r}, alpha={method.alpha}, targets={method.target_modules}, "
         f"projector trained: {method.train_projector})",
         "",
@@ -159,12 +143,13 @@ def _write_readme(dest: Path, recipe, run_dir: Path, merged: bool, dtype_name: s
             "included), with one image placeholder per image.",
         ]
     else:
-        base = "THIS_FOLDER/base_model" if recipe.model.kind == "tiny" else (recipe.model.name_or_path or "BASE")
+        ships_base = kind_of(recipe.model).ships_base
+        base = "THIS_FOLDER/base_model" if ships_base else (recipe.model.name_or_path or "BASE")
         lines += [
             "This folder holds the PEFT adapter (not merged), the processor with its chat template, and the "
             "resolved training recipe (`recipe.yaml`).",
             "The base weights are not included" + (" except for the built-in tiny model (`base_model/`)."
-                                                 if recipe.model.kind == "tiny" else "."), "",
+                                                 if ships_base else "."), "",
             "```python",
             "from peft import PeftModel",
             "from transformers import AutoModelForImageTextToText, AutoProcessor",
@@ -176,60 +161,48 @@ def _write_readme(dest: Path, recipe, run_dir: Path, merged: bool, dtype_name: s
     (dest / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def _export_merged(run_dir: Path, recipe, dest: Path, dtype: str) -> str:
-    from peft import PeftModel
-
-    from pefomed.models.loader import load_base, materialize_base
-
-    if recipe.method.name in UNMERGEABLE:
-        raise UserError(f"--merge: the run was trained with {UNMERGEABLE[recipe.method.name]} "
-                        f"(method.name: {recipe.method.name}), which adds virtual tokens instead of weight "
-                        f"updates, so there is nothing to merge into the base model",
-                        hint="export without --merge to get the adapter and processor")
+def _export_merged(run: Run, recipe, dest: Path, dtype: str) -> str:
+    facts = METHODS[recipe.method.name]
+    if not facts.mergeable:
+        raise UserError(f"--merge: the run was trained with {facts.title} (method.name: {recipe.method.name}), "
+                        f"which adds virtual tokens instead of weight updates, so there is nothing to merge into "
+                        f"the base model", hint="export without --merge to get the adapter and processor")
     # Merge in fp32 whatever the training precision: W + BA rounded once, at the final cast.
-    bundle = load_base(materialize_base(recipe.model, run_dir), recipe.model, "fp32")
-    processor = _load_processor(run_dir, bundle)
+    bundle = load_base(materialize_base(recipe.model, run.root), recipe.model, "fp32")
+    processor = load_processor(run, bundle)
     _check_standard_model(bundle.model)
     target = _target_dtype(dtype, bundle.model)
-    if (run_dir / "adapter" / "adapter_config.json").is_file():
-        peft_model = PeftModel.from_pretrained(bundle.model, run_dir / "adapter")
-        if not hasattr(peft_model, "merge_and_unload"):
-            raise UserError(f"--merge: the adapter type {peft_model.peft_config['default'].peft_type} cannot be merged",
+    model = apply_trained(bundle.model, run.weights)
+    if run.weights.is_adapter:
+        if not hasattr(model, "merge_and_unload"):
+            raise UserError(f"--merge: the adapter type {model.peft_config['default'].peft_type} cannot be merged",
                             hint="export without --merge")
-        model = peft_model.merge_and_unload()
-    else:  # projector / full: the trained parameters replace the base model's own
-        from pefomed.infer.run import load_trained_weights
-
-        model = bundle.model
-        load_trained_weights(model, run_dir / "weights" / "model.safetensors")
+        model = model.merge_and_unload()
     model.to(target)
     model.config.dtype = target  # config.json records the dtype the weights are stored in
     model.eval()
     _fill_generation_config(model, processor)
     model.save_pretrained(dest)
-    _save_processor(processor, run_dir, dest)
+    _save_processor(processor, run, dest)
     _verify_processor(dest, _chat_template(processor))
     return str(target).replace("torch.", "")
 
 
-def _export_adapter(run_dir: Path, recipe, dest: Path) -> None:
-    from pefomed.models.loader import load_base, materialize_base
-
-    trained = run_dir / "adapter" if (run_dir / "adapter").is_dir() else run_dir / "weights"
-    for path in trained.iterdir():
+def _export_adapter(run: Run, recipe, dest: Path) -> None:
+    for path in run.weights.folder.iterdir():
         if path.is_file() and path.name != "README.md":  # peft's stub card; ours replaces it
             shutil.copy2(path, dest / path.name)
-    shutil.copy2(run_dir / "recipe.yaml", dest / "recipe.yaml")
-    if recipe.model.kind == "tiny":
-        base = Path(materialize_base(recipe.model, run_dir))
+    shutil.copy2(run.recipe_file, dest / run_layout.RECIPE_FILE)
+    if kind_of(recipe.model).ships_base:
+        base = Path(materialize_base(recipe.model, run.root))
         shutil.copytree(base, dest / "base_model")
-    if (run_dir / "processor").is_dir():
+    if run.processor_dir.is_dir():
         from transformers import AutoProcessor
 
-        processor = AutoProcessor.from_pretrained(run_dir / "processor")
+        processor = AutoProcessor.from_pretrained(run.processor_dir)
     else:  # an old run without processor/: the base model's own processor is what it trained with
-        processor = load_base(materialize_base(recipe.model, run_dir), recipe.model).processor
-    _save_processor(processor, run_dir, dest)
+        processor = load_base(materialize_base(recipe.model, run.root), recipe.model).processor
+    _save_processor(processor, run, dest)
     _verify_processor(dest, _chat_template(processor))
 
 
@@ -242,34 +215,34 @@ def _publishable_modes(folder: Path) -> None:
         os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
 
 
-def export_run(run_dir: str | Path, out: str | Path, merge: bool = True, dtype: str = "auto") -> Path:
-    """Export RUN_DIR to `out` (a new or empty folder); returns `out`."""
-    from pefomed.infer.run import check_run_dir
-    from pefomed.models.loader import quiet_transformers
-    from pefomed.recipe import load_recipe
+def export_run(run_dir: str | Path, out: str | Path, merge: bool = True, dtype: str = "auto",
+               trust_remote_code: bool = False) -> Path:
+    """Export RUN_DIR (or RUN_DIR/best) to `out` (a new or empty folder); returns `out`."""
+    from pefomed.models.run_dir import check_remote_code
 
-    run_dir, out = Path(run_dir), Path(out)
-    check_run_dir(run_dir)
+    run, out = open_run(run_dir), Path(out)
     check_out_dir(out)
     if dtype not in DTYPES:
         raise UserError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
-    recipe = load_recipe(run_dir / "recipe.yaml")
+    recipe = load_recipe(run.recipe_file)
+    check_remote_code(recipe, run.recipe_file, trust_remote_code)
     quiet_transformers()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
         if merge:
-            dtype_name = _export_merged(run_dir, recipe, tmp, dtype)
+            dtype_name = _export_merged(run, recipe, tmp, dtype)
         else:
             if dtype != "auto":
                 raise UserError("--dtype applies to --merge exports only (the adapter is copied as trained)")
-            _export_adapter(run_dir, recipe, tmp)
+            _export_adapter(run, recipe, tmp)
             dtype_name = None
-        _write_readme(tmp, recipe, run_dir, merge, dtype_name)
+        _write_readme(tmp, recipe, run, merge, dtype_name)
         write_json(tmp / "pefomed_export.json", {
             "merged": merge, "method": recipe.method.name, "model_kind": recipe.model.kind,
             "base_model": recipe.model.name_or_path if recipe.model.kind == "hf" else recipe.model.kind,
-            "dtype": dtype_name, "run_dir": str(run_dir.resolve()),
+            "dtype": dtype_name, "run_dir": str(run.root.resolve()),
+            "weights": str(run.weights.folder.relative_to(run.root)),
         })
         _publishable_modes(tmp)
         check_out_dir(out)  # nobody filled it while we worked

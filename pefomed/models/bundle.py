@@ -1,0 +1,37 @@
+"""Types every model kind shares (a leaf module: it imports no other pefomed model module, so the
+kinds, the loader and the RUN_DIR owner can all import it without forming a circle)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class ModelBundle:
+    model: object  # a transformers PreTrainedModel (or a PeftModel around one)
+    processor: object
+    source: str  # where the base weights were loaded from
+
+
+def quiet_transformers() -> None:
+    """Weight-loading progress bars are noise next to our own progress output."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    # peft still calls a transformers property that warns on every load
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def torch_dtype(precision: str):
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def looks_local(name: str) -> bool:
+    """A hub id is exactly "org/name"; anything else (or an existing path) means a local folder."""
+    return name.startswith((".", "/", "~")) or Path(name).exists() or name.count("/") != 1

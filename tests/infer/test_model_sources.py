@@ -1,0 +1,102 @@
+"""`pefomed infer` from any model source: a RUN_DIR, its best/ weights, a model folder never
+trained here (the zero-shot baseline) or a recipe; the prompt is a flag and is written beside
+PRED.jsonl; a .partial from other inputs is refused; remote code needs the flag every time."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from pefomed.cli.app import main
+from pefomed.errors import UserError
+from pefomed.models.source import resolve_source
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory):
+    from pefomed.models.tiny import build_tiny
+    from pefomed.recipe import TinyConfig
+
+    return build_tiny(TinyConfig(), tmp_path_factory.mktemp("tiny-base") / "model")
+
+
+def rows(path):
+    return [json.loads(line) for line in open(path, encoding="utf-8")]
+
+
+def test_sources_are_told_apart(tiny_run, tiny_base, tmp_path):
+    assert resolve_source(str(tiny_run)).kind == "run"
+    assert resolve_source(str(tiny_base)).kind == "model"
+    assert resolve_source("tiny-demo").kind == "recipe"
+    assert resolve_source("some-org/some-model").kind == "model"  # a hub id (not loaded here)
+    (tmp_path / "r.yaml").write_text("model: {kind: tiny}\n")
+    assert resolve_source(str(tmp_path / "r.yaml")).kind == "recipe"
+    for bad in (str(tmp_path), str(tmp_path / "missing"), "no-such-builtin"):
+        with pytest.raises(UserError):
+            resolve_source(bad)
+
+
+def test_zero_shot_from_a_model_folder_equals_the_same_model_from_its_recipe(tiny_base, demo_data, tmp_path):
+    """The base folder and the tiny-demo recipe build the same weights: same answers, and the
+    prompt flag reaches both the rows and PRED.settings.json."""
+    template = "{question} Answer with a single word or phrase."
+    common = ["--data", str(demo_data), "--max-new-tokens", "3", "--template", template]
+    assert main(["infer", str(tiny_base), "--out", str(tmp_path / "a.jsonl"), *common]) == 0
+    assert main(["infer", "tiny-demo", "--out", str(tmp_path / "b.jsonl"), "--batch-size", "3", *common]) == 0
+    a, b = rows(tmp_path / "a.jsonl"), rows(tmp_path / "b.jsonl")
+    n_test = sum(1 for _ in open(demo_data / "test.jsonl"))
+    assert len(a) == n_test and [r["id"] for r in a] == [r["id"] for r in b]
+    assert [r["prediction"] for r in a] == [r["prediction"] for r in b]
+    assert all(r["question"].endswith("Answer with a single word or phrase.") for r in a)
+    settings = json.loads((tmp_path / "a.settings.json").read_text())
+    assert settings["model"]["kind"] == "model" and settings["prompt"]["vqa_template"] == template
+    assert settings["inputs"]["split"] == "test" and settings["generation"]["max_new_tokens"] == 3
+    assert not (tmp_path / "a.settings.json.partial").exists() and not (tmp_path / "a.jsonl.partial").exists()
+
+
+def test_a_partial_from_other_inputs_is_refused(tiny_run, demo_data, tmp_path):
+    out = tmp_path / "p.jsonl"
+    args = ["infer", str(tiny_run), "--data", str(demo_data), "--out", str(out), "--max-new-tokens", "2"]
+    assert main(args) == 0
+    complete = rows(out)
+    # make it look interrupted after three answers, as a kill would leave it
+    (tmp_path / "p.jsonl.partial").write_text("".join(json.dumps(r) + "\n" for r in complete[:3]))
+    (tmp_path / "p.settings.json").rename(tmp_path / "p.settings.json.partial")
+    out.unlink()
+    assert main([*args, "--template", "Q: {question}"]) == 2  # another prompt: refused
+    assert main(args) == 0  # the same command resumes
+    assert rows(out) == complete
+
+
+def test_a_partial_line_that_answers_no_sample_is_refused(tiny_run, demo_data, tmp_path, capsys):
+    out = tmp_path / "p.jsonl"
+    (tmp_path / "p.jsonl.partial").write_text('["not", "a", "row"]\n')
+    assert main(["infer", str(tiny_run), "--data", str(demo_data), "--out", str(out)]) == 2
+    assert "p.jsonl.partial:1" in capsys.readouterr().err
+
+
+def test_best_weights_are_a_source(tiny_run, demo_data, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    shutil.copytree(run / "adapter", run / "best")
+    assert resolve_source(str(run / "best")).kind == "run"
+    assert main(["infer", str(run / "best"), "--data", str(demo_data), "--out", str(tmp_path / "best.jsonl"),
+                 "--max-new-tokens", "2"]) == 0
+    assert main(["infer", str(run), "--data", str(demo_data), "--out", str(tmp_path / "last.jsonl"),
+                 "--max-new-tokens", "2"]) == 0
+    assert rows(tmp_path / "best.jsonl") == rows(tmp_path / "last.jsonl")  # the same weights here
+
+
+def test_remote_code_from_a_run_dir_needs_the_flag(tiny_run, demo_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    recipe = (run / "recipe.yaml").read_text().replace("trust_remote_code: false", "trust_remote_code: true")
+    assert "trust_remote_code: true" in recipe
+    (run / "recipe.yaml").write_text(recipe)
+    assert main(["infer", str(run), "--data", str(demo_data), "--out", str(tmp_path / "p.jsonl")]) == 2
+    assert "--trust-remote-code" in capsys.readouterr().err
+    assert main(["export", str(run), "--out", str(tmp_path / "exp")]) == 2
+    assert main(["infer", str(run), "--data", str(demo_data), "--out", str(tmp_path / "p.jsonl"),
+                 "--max-new-tokens", "1", "--trust-remote-code"]) == 0
