@@ -39,14 +39,30 @@ def register(app: typer.Typer) -> None:
                                                "(or pool:NAME); default: the source recipe's data.vqa_template."),
         report_prompt: Optional[str] = typer.Option(None, "--report-prompt", help="Report prompt; default: the source "
                                                     "recipe's data.report_prompt."),
+        system_prompt: Optional[str] = typer.Option(None, "--system-prompt", help="A system turn before every prompt "
+                                                    "(prepended to the user text where the chat template has none)."),
+        shots: int = typer.Option(0, "--shots", help="K solved train-split examples before each question, as earlier "
+                                  "turns with their images (few-shot)."),
+        shots_seed: int = typer.Option(0, "--shots-seed", help="Seed choosing the few-shot examples (the same for "
+                                       "every model)."),
+        closed_answer: str = typer.Option("generate", "--closed-answer", help="Closed questions: generate, or rank the "
+                                          "candidates (yes/no, meta options) by log-likelihood."),
+        blind: bool = typer.Option(False, "--blind", help="Ask without the image (a blank one where the family needs "
+                                   "an image): how much of a score the image earns."),
+        limit: Optional[int] = typer.Option(None, "--limit", help="Answer a seeded subsample of N samples (prompt "
+                                            "selection on validation data)."),
+        limit_seed: int = typer.Option(0, "--limit-seed", help="Seed of the --limit subsample."),
         trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow Python code shipped with the "
                                                "model to run (needed each time; never taken from a RUN_DIR)."),
     ):
         from pefomed.console import console
-        from pefomed.infer.run import InferOptions, PromptOptions, infer as run_infer
+        from pefomed.infer.fewshot import Prompting
+        from pefomed.infer.run import InferOptions, infer as run_infer
 
+        prompting = Prompting(system_prompt=system_prompt, template=template, shots=shots, shots_seed=shots_seed,
+                              closed_answer=closed_answer, blind=blind)
         options = InferOptions(batch_size=batch_size, max_new_tokens=max_new_tokens,
-                               trust_remote_code=trust_remote_code,
-                               prompt=PromptOptions(vqa_template=template, report_prompt=report_prompt))
+                               trust_remote_code=trust_remote_code, report_prompt=report_prompt,
+                               prompting=prompting, limit=limit, limit_seed=limit_seed)
         written = run_infer(source, out, data=data, split=split, images=images, question=question, options=options)
         console.print(f"predictions: {written}")

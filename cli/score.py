@@ -1,7 +1,16 @@
-"""`pefomed score PRED.jsonl [...] [--compare B.jsonl] --out METRICS.json`."""
+"""`pefomed score PRED.jsonl [...] [--compare B.jsonl ...] --out METRICS.json`.
+
+Argument parsing only. The scoring options are declared once, as the fields of
+pefomed.score.run.ScoreOptions (default, help, allowed values); each field becomes one option here
+(`vqa_convention` -> `--vqa-convention`, booleans as `--x/--no-x`), and ScoreOptions validates
+the values, so the library and the command line cannot drift apart.
+"""
 
 from __future__ import annotations
 
+import inspect
+import typing
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import List, Optional
 
@@ -15,42 +24,61 @@ Examples:
   pefomed score runs/a/PRED.jsonl --compare runs/b/PRED.jsonl --out cmp/METRICS.json
 
   pefomed score seed0/PRED.jsonl seed1/PRED.jsonl seed2/PRED.jsonl --out seeds/METRICS.json
+
+  pefomed score a/s0.jsonl a/s1.jsonl --compare b/s0.jsonl --compare b/s1.jsonl --out cmp/METRICS.json
 """
 
 
+def _option_parameters() -> list[inspect.Parameter]:
+    """One keyword parameter with a typer.Option per command-line field of ScoreOptions."""
+    from pefomed.score.run import ScoreOptions
+
+    hints = typing.get_type_hints(ScoreOptions)
+    params = []
+    for f in fields(ScoreOptions):
+        if not f.metadata.get("cli", True):
+            continue
+        kind = hints[f.name]
+        optional = type(None) in typing.get_args(kind)
+        base = next(t for t in (typing.get_args(kind) or (kind,)) if t is not type(None))
+        flag = ScoreOptions.flag(f.name)
+        decl = f"{flag}/--no-{flag[2:]}" if base is bool else flag
+        default = f.default if f.default is not MISSING else None
+        choices = f.metadata.get("choices")
+        # choices given as a function are the scorers' own list: the help text names them
+        help_text = f.metadata["help"] + (f" (one of: {', '.join(choices)})" if isinstance(choices, tuple) else "")
+        params.append(inspect.Parameter(
+            f.name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[base] if optional else base,
+            default=typer.Option(default, decl, help=help_text, show_default=default is not None)))
+    return params
+
+
 def register(app: typer.Typer) -> None:
-    @app.command(help="Score predictions: VQA accuracy, BLEU/METEOR/ROUGE-L/CIDEr, clinical efficacy, "
-                      "semantic similarity, LLM judge; every number with a bootstrap interval." + EXAMPLE)
-    def score(
-        predictions: List[Path] = typer.Argument(..., help="PRED.jsonl file(s); several = seeds of one setting (mean ± std)."),
-        compare: Optional[Path] = typer.Option(None, "--compare", help="Paired comparison against this PRED.jsonl (same ids)."),
-        out: Optional[Path] = typer.Option(None, "--out", "-o", help="METRICS.json to write."),
-        report: Optional[Path] = typer.Option(None, "--report", help="Folder for report.md + report.html (default: OUT's folder/report)."),
-        task: Optional[str] = typer.Option(None, "--task", help="Force vqa or report metrics; rows of the other task are an error."),
-        vqa_convention: str = typer.Option("exact", "--vqa-convention", help="exact (PeFoMed) or llava-med."),
-        tokenizer: str = typer.Option("ptb", "--tokenizer", help="Report metrics tokenization: ptb (pycocoevalcap's) or whitespace."),
-        meteor: bool = typer.Option(True, "--meteor/--no-meteor", help="METEOR 1.5 via pycocoevalcap's jar (needs Java)."),
-        clinical: bool = typer.Option(True, "--clinical/--no-clinical", help="CheXpert-style clinical efficacy on reports."),
-        uncertain: str = typer.Option("positive", "--uncertain", help="Clinical: uncertain mentions count as positive, negative or ignore."),
-        semantic: bool = typer.Option(False, "--semantic", help="Sentence-embedding cosine similarity (extra 'semantic')."),
-        judge_url: Optional[str] = typer.Option(None, "--judge-url", help="OpenAI-compatible base URL for the LLM judge."),
-        judge_model: Optional[str] = typer.Option(None, "--judge-model", help="Judge model name at --judge-url."),
-        judge_key_env: Optional[str] = typer.Option(None, "--judge-key-env", help="Env var holding the judge API key, e.g. OPENAI_API_KEY."),
-        judge_local: Optional[str] = typer.Option(None, "--judge-local", help="Local transformers causal LM folder as judge."),
-        judge_cache: Optional[str] = typer.Option(None, "--judge-cache", help="Judge reply cache folder (default ~/.cache/pefomed/judge)."),
-        bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples (0 = no intervals)."),
-        seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
-        alpha: float = typer.Option(0.05, "--alpha", help="Significance level for intervals and verdicts."),
-    ):
+    def score(predictions: List[Path], compare: Optional[List[Path]], out: Optional[Path],
+              report: Optional[Path], **options):
         from pefomed.score.run import print_metrics, score_files
 
-        metrics = score_files(predictions, compare=compare, out=out, report=report, task=task,
-                              vqa_convention=vqa_convention, tokenizer=tokenizer, meteor=meteor, clinical=clinical,
-                              uncertain=uncertain, semantic=semantic, judge_url=judge_url, judge_model=judge_model,
-                              judge_key_env=judge_key_env, judge_local=judge_local, judge_cache=judge_cache,
-                              bootstrap=bootstrap, seed=seed, alpha=alpha, progress=True)
-        print_metrics(metrics)
-        if out is not None:
-            from pefomed.console import console
+        metrics = score_files(predictions, compare=compare or None, out=out, report=report, progress=True, **options)
+        print_metrics(metrics, out=out, report=report, cli=True)
 
-            console.print(f"wrote {out}")
+    files = [
+        inspect.Parameter("predictions", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=List[Path],
+                          default=typer.Argument(..., help="PRED.jsonl file(s); several = seeds of one setting "
+                                                               "(mean ± std), or of side A with --compare.")),
+        inspect.Parameter("compare", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[List[Path]],
+                          default=typer.Option(None, "--compare", help="Paired comparison against this PRED.jsonl "
+                                               "(same ids); repeat it for several seeds of side B.")),
+        inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
+                          default=typer.Option(None, "--out", "-o", help="METRICS.json to write (without it nothing "
+                                               "is written, and the command says so).")),
+        inspect.Parameter("report", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
+                          default=typer.Option(None, "--report", help="Folder for report.md + report.html "
+                                               "(default: OUT's folder/report).")),
+    ]
+    params = files + _option_parameters()
+    # Typer reads the command's parameters from its signature: give it the declared ones.
+    score.__signature__ = inspect.Signature(params)
+    score.__annotations__ = {p.name: p.annotation for p in params}
+    app.command(name="score", help="Score predictions: VQA accuracy, BLEU/METEOR/ROUGE-L/CIDEr, clinical efficacy, "
+                                   "semantic similarity, LLM judge; every number with an interval, comparisons "
+                                   "with the name of the test behind each verdict." + EXAMPLE)(score)

@@ -11,16 +11,40 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Union, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from pefomed.errors import UserError
+from pefomed.io import check_unicode, clip, short
+
+
+def _number_kinds(annotation: Any) -> tuple[bool, bool]:
+    """(takes a number, takes true/false) for a field's annotation, looking inside Optional/tuple/list."""
+    args = get_args(annotation)
+    if not args:
+        return annotation in (int, float), annotation is bool
+    kinds = [_number_kinds(a) for a in args if a is not type(None) and a is not Ellipsis]
+    return any(k[0] for k in kinds), any(k[1] for k in kinds)
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    # allow_inf_nan=False: `train.lr=.inf` or `train.epochs=.nan` is a mistake, never a value
+    # to train with (it used to run and log NaN).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic's lax mode reads true as 1 and false as 0: `train.lr=true` would train at lr 1.0.
+        field = cls.model_fields.get(info.field_name) if info.field_name else None
+        if field is not None:
+            numeric, boolean = _number_kinds(field.annotation)
+            items = value if isinstance(value, (list, tuple)) else [value]
+            if numeric and not boolean and any(isinstance(v, bool) for v in items):
+                raise ValueError("expected a number, got true/false")
+        return value
 
 
 class TinyConfig(_Section):
@@ -83,6 +107,9 @@ class DataSection(_Section):
     vqa_template: Union[str, list[str], dict[str, list[str]]] = "{question}"
     report_prompt: Union[str, list[str]] = "Describe the findings of this image."
     template_seed: int = 0  # picks each sample's template from a pool
+    system_prompt: Optional[str] = Field(
+        None, min_length=1, description="a system turn before every prompt (prepended to the first user text "
+                                        "when the chat template has no system role; docs/prompting.md)")
 
     @model_validator(mode="after")
     def _templates_are_valid(self):
@@ -145,12 +172,14 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
         if item["type"] == "extra_forbidden":
             lines.append(f"unknown recipe key '{key}'")
         else:
-            lines.append(f"recipe key '{key}': {item['msg']} (got {item.get('input')!r})")
+            lines.append(f"recipe key '{short(key, 80)[1:-1]}': {item['msg']} (got {short(item.get('input'), 80)})")
     return f"{source}: " + "; ".join(lines)
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any, source: str) -> None:
     parts = dotted.split(".")
+    if not all(parts) or len(parts) > 4:
+        raise UserError(f"{source}: {short(dotted, 80)} is not a section.key name")
     node = tree
     for part in parts[:-1]:
         child = node.setdefault(part, {})
@@ -164,12 +193,16 @@ def parse_overrides(pairs: list[str]) -> dict:
     tree: dict = {}
     for pair in pairs:
         if "=" not in pair or pair.startswith("="):
-            raise UserError(f"override {pair!r}: expected section.key=value")
+            raise UserError(f"override {short(pair, 80)}: expected section.key=value")
         key, raw = pair.split("=", 1)
+        where = f"override {short(key, 80)}"
         try:
             value = yaml.safe_load(raw) if raw != "" else None
         except yaml.YAMLError as err:
-            raise UserError(f"override {pair!r}: value is not valid YAML ({err})") from None
+            raise UserError(f"{where}: value is not valid YAML ({short(str(err), 200)[1:-1]})") from None
+        except RecursionError:
+            raise UserError(f"{where}: value nested too deeply") from None
+        check_unicode(value, where)
         _set_dotted(tree, key.strip(), value, "override")
     return tree
 
@@ -181,11 +214,24 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
+def builtin_recipe_exists(name: str) -> bool:
+    try:
+        return (resources.files("pefomed.recipes") / f"{name}.yaml").is_file()
+    except (ValueError, OSError):  # a name no resource path can hold
+        return False
+
+
+def builtin_recipe_names() -> list[str]:
+    root = Path(str(resources.files("pefomed.recipes")))
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+
+
 def builtin_recipe_path(name: str) -> Path:
     """A recipe shipped with the package (recipes/NAME.yaml), e.g. 'tiny-demo' or 'pefomed-paper/stage2-slake'."""
     path = Path(str(resources.files("pefomed.recipes") / f"{name}.yaml"))
     if not path.is_file():
-        raise UserError(f"no built-in recipe named {name!r}")
+        raise UserError(f"no recipe file and no built-in recipe named {name!r}",
+                        hint="built-in recipes: " + ", ".join(builtin_recipe_names()))
     return path
 
 
@@ -197,11 +243,24 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     if not path.is_file():
         raise UserError(f"{path}: recipe file not found")
     try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = path.read_bytes()
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({err.strerror or err})") from None
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in data[:4096]:
+        raise UserError(f"{path}: the recipe is UTF-16 or binary, not UTF-8 text", hint="save it as UTF-8")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte {err.start})", hint="save the recipe as UTF-8") from None
+    try:
+        tree = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise UserError(f"{where}: malformed YAML ({getattr(err, 'problem', err)})") from None
+        raise UserError(f"{where}: malformed YAML ({getattr(err, 'problem', None) or short(str(err), 200)[1:-1]})") from None
+    except RecursionError:
+        raise UserError(f"{path}: YAML nested too deeply") from None
+    check_unicode(tree, str(path))
     if not isinstance(tree, dict):
         raise UserError(f"{path}: a recipe must be a mapping of sections (model, method, data, train, infer)")
     tree = _merge(tree, parse_overrides(overrides or []))
@@ -214,4 +273,4 @@ def validate_recipe(tree: dict, source: str = "recipe") -> Recipe:
     except ValidationError as err:
         raise UserError(_format_validation_error(err, source)) from None
     except UserError as err:  # raised by a section's own check, e.g. a template without {question}
-        raise UserError(f"{source}: {err}") from None
+        raise UserError(f"{source}: {clip(str(err), 600)}") from None  # clipped: it may quote a 100 kB value

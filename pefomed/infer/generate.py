@@ -1,4 +1,8 @@
-"""`pefomed infer`: batched generation with the KV cache, greedy by default.
+"""`pefomed infer`: answer samples in batches and write PRED.jsonl, resumably.
+
+Generation itself (greedy by default, KV cache on) is pefomed.models.generation.Generator; closed
+questions may be ranked instead (pefomed.infer.rank), and the prompt may carry a system prompt,
+another template, few-shot exemplars or no image (pefomed.infer.fewshot.Prompting).
 
 Predictions are appended to PRED.jsonl.partial as each batch finishes and the file is renamed
 to PRED.jsonl at the end: an interrupted run leaves no PRED.jsonl that looks complete, and
@@ -14,6 +18,7 @@ from pathlib import Path
 from pefomed.console import progress_bar
 from pefomed.errors import UserError
 from pefomed.io import dumps
+from pefomed.models.generation import Generator
 from pefomed.records import Prediction, Sample
 
 
@@ -34,63 +39,47 @@ def _done_ids(partial: Path) -> set[str]:
     return done
 
 
-class Generator:
-    """Greedy (or beam) generation for lists of samples: left-padded batches, KV cache on.
-
-    `synced=True` keeps every process generating until all are done, which ZeRO-3 needs when
-    processes hold different numbers of samples or stop at different lengths.
-    """
-
-    def __init__(self, model, processor, data, image_root, max_new_tokens: int, num_beams: int = 1,
-                 synced: bool = False):
-        import torch
-
-        from pefomed.data.collate import Collator
-
-        self.model, self.processor = model, processor
-        self.collator = Collator(processor, data, image_root, train=False)
-        self.max_new_tokens, self.num_beams, self.synced = max_new_tokens, num_beams, synced
-        params = list(model.parameters())
-        self.device = params[0].device
-        self.dtype = next(p for p in params if torch.is_floating_point(p)).dtype
-        tokenizer = processor.tokenizer
-        config_eos = _as_list(getattr(model.generation_config, "eos_token_id", None))
-        self.eos = [i for i in dict.fromkeys([tokenizer.eos_token_id, *config_eos]) if i is not None]
-
-    def __call__(self, samples: list[Sample]) -> list[str]:
-        import torch
-
-        batch = self.collator([self.collator.encode(s) for s in samples])
-        batch = {k: (v.to(self.device, self.dtype) if torch.is_floating_point(v) else v.to(self.device))
-                 for k, v in batch.items()}
-        with torch.inference_mode():
-            generated = self.model.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                            num_beams=self.num_beams, use_cache=True, eos_token_id=self.eos,
-                                            pad_token_id=self.collator.pad_id, synced_gpus=self.synced)
-        new_tokens = generated[:, batch["input_ids"].shape[1]:]
-        return [t.strip() for t in self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
-
-
 def predict(samples: list[Sample], image_root: Path, recipe, bundle, out: str | Path,
-            batch_size: int | None = None, max_new_tokens: int | None = None, with_references: bool = True) -> Path:
+            batch_size: int | None = None, max_new_tokens: int | None = None, with_references: bool = True,
+            *, prompting=None) -> Path:
+    """Answer `samples` (image paths relative to `image_root`) into `out` (PRED.jsonl).
+
+    `prompting` (pefomed.infer.fewshot.Prompting) changes how they are asked; None is the recipe's
+    zero-shot prompt. `prompt_settings` with the same arguments says what was asked."""
     from pefomed.data.templates import instruction
+    from pefomed.infer.fewshot import Prompting
+    from pefomed.infer.rank import Ranker, closed_candidates
 
     if not samples:
         raise UserError("nothing to predict")
+    prompting = prompting or Prompting()
+    data = prompting.data_section(recipe.data)
+    if prompting.template is not None and not any(s.task == "vqa" for s in samples):
+        raise UserError("--template sets the VQA instruction, but every sample here is a report request "
+                        "(their prompt is data.report_prompt)")
+    if prompting.shots:
+        from pefomed.data.collate import check_few_shot
+
+        check_few_shot(bundle.processor)  # before any exemplar is read
+    exemplars = prompting.exemplars(samples, image_root, data)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
     done = _done_ids(partial) if partial.exists() else set()
     todo = [s for s in samples if s.id not in done]
     batch_size = batch_size or recipe.infer.batch_size
-    generate = Generator(bundle.model, bundle.processor, recipe.data, image_root,
-                         max_new_tokens or recipe.infer.max_new_tokens, recipe.infer.num_beams)
+    generate = Generator(bundle.model, bundle.processor, data, image_root,
+                         max_new_tokens or recipe.infer.max_new_tokens, recipe.infer.num_beams,
+                         blind=prompting.blind)
+    rank = Ranker(bundle.model, bundle.processor, data, image_root, batch_size=batch_size,
+                  blind=prompting.blind) if prompting.closed_answer == "rank" else None
     with open(partial, "a", encoding="utf-8") as handle, progress_bar() as bar:
         task = bar.add_task("generating", total=len(samples), completed=len(done), status="")
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
-            for sample, text in zip(chunk, generate(chunk)):
-                row = Prediction(id=sample.id, images=sample.images, question=instruction(sample, recipe.data),
+            texts = _answer(chunk, generate, rank, exemplars, closed_candidates)
+            for sample, text in zip(chunk, texts):
+                row = Prediction(id=sample.id, images=sample.images, question=instruction(sample, data),
                                  prediction=text, task=sample.task)
                 if with_references:
                     row.reference, row.answer_type, row.meta = sample.answer, sample.answer_type, sample.meta
@@ -101,7 +90,14 @@ def predict(samples: list[Sample], image_root: Path, recipe, bundle, out: str | 
     return out
 
 
-def _as_list(value) -> list:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
+def _answer(chunk: list[Sample], generate, rank, exemplars: dict, closed_candidates) -> list[str]:
+    """Ranked answers for the chunk's closed questions (with `rank`), generated ones for the rest."""
+    texts: dict[str, str] = {}
+    ranked = [(s, c) for s in chunk if rank is not None and (c := closed_candidates(s)) is not None]
+    if ranked:
+        answers = rank([s for s, _ in ranked], [c for _, c in ranked], [exemplars.get(s.id, []) for s, _ in ranked])
+        texts.update({s.id: a for (s, _), a in zip(ranked, answers)})
+    rest = [s for s in chunk if s.id not in texts]
+    if rest:
+        texts.update(zip((s.id for s in rest), generate(rest, [exemplars.get(s.id, []) for s in rest])))
+    return [texts[s.id] for s in chunk]

@@ -16,40 +16,49 @@ from pathlib import Path
 from typing import Any, Optional
 
 from pefomed.errors import UserError
+from pefomed.infer.fewshot import Prompting, prompt_settings
 from pefomed.io import short, write_json
 from pefomed.models.source import ModelSource, load_source, resolve_source
 from pefomed.recipe import Recipe
 
 
 @dataclass
-class PromptOptions:
-    """Prompt overrides; None keeps the source's own (a RUN_DIR's recipe, or the defaults)."""
-
-    vqa_template: Optional[str] = None  # instruction template with {question}, or pool:NAME
-    report_prompt: Optional[str] = None
-
-    def apply(self, recipe: Recipe) -> None:
-        try:
-            if self.vqa_template is not None:
-                recipe.data.vqa_template = self.vqa_template
-            if self.report_prompt is not None:
-                recipe.data.report_prompt = self.report_prompt
-        except Exception as err:  # pydantic's validation of the template (e.g. no {question})
-            raise UserError(f"--template/--report-prompt: {_first_line(err)}") from None
-
-
-@dataclass
 class InferOptions:
+    """Everything `pefomed infer` takes besides what to answer; each None keeps the source's own
+    setting (a RUN_DIR's recipe, or the defaults for a model never trained here)."""
+
     batch_size: Optional[int] = None  # default: the source recipe's infer.batch_size
     max_new_tokens: Optional[int] = None  # default: the source recipe's infer.max_new_tokens
     trust_remote_code: bool = False
-    prompt: PromptOptions = field(default_factory=PromptOptions)
+    report_prompt: Optional[str] = None  # replaces data.report_prompt
+    # system prompt, VQA template, few-shot, closed-answer ranking, blind (pefomed.infer.fewshot)
+    prompting: Prompting = field(default_factory=Prompting)
+    limit: Optional[int] = None  # answer a seeded subsample of this many samples (prompt selection)
+    limit_seed: int = 0
 
     def check(self) -> None:
-        if self.batch_size is not None and self.batch_size < 1:
-            raise UserError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if self.max_new_tokens is not None and self.max_new_tokens < 1:
-            raise UserError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
+        for flag, value in (("--batch-size", self.batch_size), ("--max-new-tokens", self.max_new_tokens),
+                            ("--limit", self.limit)):
+            if value is not None and value < 1:
+                raise UserError(f"{flag} must be at least 1, got {value}")
+
+    def apply(self, recipe: Recipe) -> None:
+        if self.report_prompt is not None:
+            try:
+                recipe.data.report_prompt = self.report_prompt
+            except Exception as err:  # pydantic's validation of the prompt
+                raise UserError(f"--report-prompt: {_first_line(err)}") from None
+
+
+def subsample(samples: list, limit: int | None, seed: int) -> list:
+    """`limit` samples drawn without replacement by a seeded generator, kept in input order; the
+    draw depends on the seed and the ids only, so every model is evaluated on the same ones."""
+    if limit is None or limit >= len(samples):
+        return samples
+    import random
+
+    chosen = set(random.Random(seed).sample(sorted(s.id for s in samples), limit))
+    return [s for s in samples if s.id in chosen]
 
 
 def _first_line(err: Exception) -> str:
@@ -63,14 +72,13 @@ def settings_path(out: Path) -> Path:
     return out.with_name(stem + ".settings.json")
 
 
-def prediction_settings(source: ModelSource, recipe: Recipe, inputs: dict, batch_size: int,
+def prediction_settings(source: ModelSource, recipe: Recipe, inputs: dict, prompt: dict, batch_size: int,
                         max_new_tokens: int) -> dict[str, Any]:
     return {
         "model": source.describe(),
         "base_model": recipe.model.name_or_path if recipe.model.kind == "hf" else recipe.model.kind,
         "inputs": inputs,
-        "prompt": {"vqa_template": recipe.data.vqa_template, "report_prompt": recipe.data.report_prompt,
-                   "template_seed": recipe.data.template_seed},
+        "prompt": prompt,
         "generation": {"max_new_tokens": max_new_tokens, "num_beams": recipe.infer.num_beams,
                        "do_sample": False, "batch_size": batch_size},
     }
@@ -145,15 +153,21 @@ def infer(source_text: str, out: str | Path, data: str | Path | None = None, spl
     samples, root = split_samples(data, split) if data is not None else folder_samples(images, question)
     if not samples:
         raise UserError(f"{data or images}: nothing to answer" + (f" in split {split!r}" if data is not None else ""))
+    if options.limit is not None:
+        samples = subsample(samples, options.limit, options.limit_seed)
     recipe, bundle = load_source(source, trust_remote_code=options.trust_remote_code)
-    options.prompt.apply(recipe)
+    options.apply(recipe)
     batch_size = options.batch_size or recipe.infer.batch_size
     max_new_tokens = options.max_new_tokens or recipe.infer.max_new_tokens
     inputs = ({"data": str(Path(data).resolve()), "split": split} if data is not None
               else {"images": str(Path(images).resolve()), "question": question})
-    settings = prediction_settings(source, recipe, inputs, batch_size, max_new_tokens)
+    if options.limit is not None:
+        inputs.update(limit=options.limit, limit_seed=options.limit_seed)
+    prompt = prompt_settings(samples, root, recipe, bundle.processor, options.prompting,
+                             max_new_tokens=max_new_tokens)
+    settings = prediction_settings(source, recipe, inputs, prompt, batch_size, max_new_tokens)
     _claim_partial(out, settings, samples)
     predict(samples, root, recipe, bundle, out, batch_size=batch_size, max_new_tokens=max_new_tokens,
-            with_references=data is not None)
+            with_references=data is not None, prompting=options.prompting)
     _publish_settings(out, settings)
     return out

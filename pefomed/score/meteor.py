@@ -1,8 +1,17 @@
-"""METEOR 1.5 through the jar pycocoevalcap ships, exactly as pycocoevalcap drives it.
+"""METEOR 1.5 through the jar pycocoevalcap ships, exactly as pycocoevalcap drives it, plus the
+jar's corpus-score arithmetic in numpy so the corpus score can be bootstrapped.
 
 One JVM per scoring run (starting it and loading the paraphrase table dominates the cost).
 When Java or pycocoevalcap is missing, METEOR is reported unavailable with the reason; we never
 substitute another METEOR implementation (NLTK's, for instance, gives different numbers).
+
+Why the numpy part: the number pycocoevalcap reports is the jar's *corpus* score, which is not
+the mean of the segment scores. The jar computes it from the sum of the per-segment sufficient
+statistics (the line `SCORE` answers with), so the corpus score is a function of summed per-sample
+statistics, like corpus BLEU, and a bootstrap resample recomputes it from resampled sums. The
+formula below is METEOR 1.5's MeteorScorer.computeMetrics and MeteorStats.addStats, with the
+English "rank" task parameters the jar uses for `-l en` (checked against the jar's own corpus
+score in tests/score/test_meteor_interval.py).
 """
 
 from __future__ import annotations
@@ -13,12 +22,26 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+# The jar's stats line: test length, reference length, test / reference function words, then per
+# module (exact, stem, synonym, paraphrase) test content, reference content, test function,
+# reference function matches, then chunks, test word matches, reference word matches.
+N_STATS = 23
+_TLEN, _RLEN, _TFUN, _RFUN = 0, 1, 2, 3
+_CHUNKS, _TWORDS, _RWORDS = 20, 21, 22
+# METEOR 1.5 English, task "rank" (the default for a supported language): alpha, beta, gamma,
+# delta and the exact / stem / synonym / paraphrase module weights.
+ALPHA, BETA, GAMMA, DELTA = 0.85, 0.20, 0.60, 0.75
+MODULE_WEIGHTS = (1.0, 0.6, 0.8, 0.6)
+
 
 @dataclass
 class MeteorResult:
     available: bool
     corpus: float | None = None
     segments: list[float] = field(default_factory=list)
+    stats: np.ndarray | None = None  # (n, N_STATS) the jar's per-segment statistics, as parsed
     reason: str | None = None
 
 
@@ -45,8 +68,50 @@ def _clean(text: str) -> str:
     return " ".join(text.replace("|||", "").split())
 
 
+def _totals(stats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unweighted test / reference matches over all modules (MeteorStats' totals)."""
+    modules = stats[..., 4:20].reshape(stats.shape[:-1] + (4, 4))
+    return modules[..., 0].sum(-1) + modules[..., 2].sum(-1), modules[..., 1].sum(-1) + modules[..., 3].sum(-1)
+
+
+def _perfect(stats: np.ndarray) -> np.ndarray:
+    """The jar's 'test = reference' case: everything matched in one chunk (no fragmentation)."""
+    test_matches, ref_matches = _totals(stats)
+    return (test_matches == stats[..., _TLEN]) & (ref_matches == stats[..., _RLEN]) & (stats[..., _CHUNKS] == 1)
+
+
+def aggregable(stats: np.ndarray) -> np.ndarray:
+    """Per-segment statistics whose column sums are what the jar's addStats accumulates: it skips
+    the chunk count of a perfectly matched segment, so that column is zeroed for those rows."""
+    out = np.array(stats, dtype=np.float64, copy=True)
+    if out.size:
+        out[_perfect(out), _CHUNKS] = 0.0
+    return out
+
+
+def score_from_sums(sums: np.ndarray) -> np.ndarray:
+    """METEOR score from summed statistics (..., N_STATS) -> (...): computeMetrics of METEOR 1.5."""
+    s = np.asarray(sums, dtype=np.float64)
+    weights = np.asarray(MODULE_WEIGHTS)
+    modules = s[..., 4:20].reshape(s.shape[:-1] + (4, 4))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        test_len = DELTA * (s[..., _TLEN] - s[..., _TFUN]) + (1 - DELTA) * s[..., _TFUN]
+        ref_len = DELTA * (s[..., _RLEN] - s[..., _RFUN]) + (1 - DELTA) * s[..., _RFUN]
+        test_matched = (modules[..., 0] @ weights) * DELTA + (modules[..., 2] @ weights) * (1 - DELTA)
+        ref_matched = (modules[..., 1] @ weights) * DELTA + (modules[..., 3] @ weights) * (1 - DELTA)
+        precision = test_matched / test_len
+        recall = ref_matched / ref_len
+        fmean = 1.0 / ((1 - ALPHA) / precision + ALPHA / recall)
+        frag = s[..., _CHUNKS] / ((s[..., _TWORDS] + s[..., _RWORDS]) / 2)
+        frag = np.where(_perfect(s), 0.0, frag)
+        score = fmean * (1 - GAMMA * np.power(frag, BETA))
+    # Java: NaN (0/0) -> 0, and the score is clipped at 0.
+    return np.where(np.isnan(score), 0.0, np.maximum(score, 0.0))
+
+
 def meteor_scores(hyps: list[str], refs: list[list[str]]) -> MeteorResult:
-    """Corpus and per-segment METEOR of tokenized captions (newlines collapsed first)."""
+    """Corpus and per-segment METEOR of tokenized captions (newlines collapsed first), and each
+    segment's statistics line."""
     reason = unavailable_reason()
     if reason:
         return MeteorResult(False, reason=reason)
@@ -68,6 +133,10 @@ def meteor_scores(hyps: list[str], refs: list[list[str]]) -> MeteorResult:
         proc.stdin.flush()
         segments = [float(proc.stdout.readline().strip()) for _ in stats]
         corpus = float(proc.stdout.readline().strip())
+        table = np.array([[float(x) for x in line.split()] for line in stats], dtype=np.float64) \
+            if stats else np.zeros((0, N_STATS))
+        if table.shape[1:] != (N_STATS,):
+            raise ValueError(f"expected {N_STATS} statistics per segment, got {table.shape[1:]}")
     except (BrokenPipeError, ValueError) as err:
         return MeteorResult(False, reason=f"the METEOR jar failed: {err}")
     finally:
@@ -77,4 +146,4 @@ def meteor_scores(hyps: list[str], refs: list[list[str]]) -> MeteorResult:
             pass
         proc.kill()
         proc.wait()
-    return MeteorResult(True, corpus=corpus, segments=segments)
+    return MeteorResult(True, corpus=corpus, segments=segments, stats=table)

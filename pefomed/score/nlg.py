@@ -27,6 +27,7 @@ import numpy as np
 
 from pefomed.score.rows import Row
 from pefomed.score.stats import MetricSpec, mean_stats
+from pefomed.score.tokenize import ptb_tokenize_many
 from pefomed.score.tokenize import tokenizer as get_tokenizer
 
 N = 4
@@ -169,9 +170,23 @@ class NlgStats:
         return out
 
 
-def tokenize_pairs(hyps: list[str], refs: list[list[str]], tokenizer: str = "ptb"):
-    tok = get_tokenizer(tokenizer)
-    return [tok(h) for h in hyps], [[tok(r) for r in rs] for rs in refs]
+def tokenize_pairs(hyps: list[str], refs: list[list[str]], tokenizer: str = "ptb", info: dict | None = None):
+    """Tokenized hypotheses and references. For ptb, all captions go through one
+    ptb_tokenize_many call (the jar starts at most once); `info` receives which tokenizer produced
+    how many captions."""
+    if tokenizer != "ptb":
+        tok = get_tokenizer(tokenizer)
+        return [tok(h) for h in hyps], [[tok(r) for r in rs] for rs in refs]
+    flat = list(hyps) + [r for rs in refs for r in rs]
+    tokens, used = ptb_tokenize_many(flat)
+    if info is not None:
+        info.update(used)
+    out_h, pos = tokens[:len(hyps)], len(hyps)
+    out_r = []
+    for rs in refs:
+        out_r.append(tokens[pos:pos + len(rs)])
+        pos += len(rs)
+    return out_h, out_r
 
 
 def corpus_scores(hyps: list[str], refs: list[list[str]], tokenizer: str = "ptb") -> dict[str, float]:
@@ -193,7 +208,8 @@ def report_metrics(rows: list[Row], tokenizer: str = "ptb", meteor: bool = True,
         return []
     hyps = [rows[i].prediction for i in idx]
     refs = [_references(rows[i]) for i in idx]
-    th, tr = tokenize_pairs(hyps, refs, tokenizer)
+    used: dict = {}
+    th, tr = tokenize_pairs(hyps, refs, tokenizer, info=used)
     stats = NlgStats(th, tr)
     n_rows, n = len(rows), int(idx.size)
     full_bleu = np.zeros((n_rows, 10))
@@ -201,15 +217,17 @@ def report_metrics(rows: list[Row], tokenizer: str = "ptb", meteor: bool = True,
     specs = [MetricSpec("report", f"BLEU-{k}", full_bleu, (lambda s, k=k: bleu_from_sums(s, k)), n=n)
              for k in range(1, N + 1)]
     if meteor:
-        from pefomed.score.meteor import meteor_scores
+        from pefomed.score.meteor import N_STATS, aggregable, meteor_scores
+        from pefomed.score.meteor import score_from_sums as meteor_from_sums
 
         result = meteor_scores(th, tr)
         if result.available:
-            per = np.zeros(n_rows)
-            per[idx] = result.segments
-            st, fn = mean_stats(per, mask)
-            # value: the jar's corpus-level score; interval: bootstrap of the segment mean.
-            specs.append(MetricSpec("report", "METEOR", st, fn, n=n, value=result.corpus))
+            # One statistic, with its own interval: the jar's corpus score is a function of the summed
+            # per-segment statistics, so each resample recomputes it from resampled sums (as for BLEU).
+            per = np.zeros((n_rows, N_STATS))
+            per[idx] = aggregable(result.stats)
+            specs.append(MetricSpec("report", "METEOR", per, meteor_from_sums, n=n, value=result.corpus,
+                                    extra={"statistic": "corpus"}))
         else:
             specs.append(MetricSpec("report", "METEOR", np.zeros((n_rows, 2)), lambda s: s[..., 0] * np.nan, n=n,
                                     extra={"unavailable": result.reason}))
@@ -222,5 +240,13 @@ def report_metrics(rows: list[Row], tokenizer: str = "ptb", meteor: bool = True,
         notes["report_metrics"] = {"reference": "pycocoevalcap 1.2", "bleu_reflen": "closest", "rouge_beta": BETA,
                                    "cider": "CIDEr-D, sigma 6, df from the scored references",
                                    "cider_interval": "bootstrap of per-sample scores with df held at the full corpus",
-                                   "meteor_interval": "bootstrap of per-segment scores; value is the jar's corpus score"}
+                                   "meteor": "corpus score of meteor-1.5.jar -l en -norm (what pycocoevalcap reports), "
+                                             "from summed per-segment statistics",
+                                   "meteor_interval": "bootstrap of the corpus score recomputed from resampled sums of "
+                                                      "the jar's per-segment statistics"}
+        if used:
+            # Which tokenizer produced the tokens: the Python path, or the CoreNLP jar for captions in
+            # an input class only the jar tokenizes exactly (counts per class); "approximate" counts
+            # captions that needed the jar when it was unavailable.
+            notes["report_tokenization"] = used
     return specs

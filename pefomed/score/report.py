@@ -7,6 +7,7 @@ keeps the scoring path free of a plotting dependency.
 from __future__ import annotations
 
 import html
+import math
 from pathlib import Path
 
 from pefomed.io import atomic_write
@@ -53,36 +54,106 @@ def _interval_svg(items: list[tuple[str, float | None, float | None, float | Non
     return "".join(parts)
 
 
+# Ranges of metrics that are not in [0, 1]; CIDEr-D is a x10-scaled mean of cosines.
+RANGES = {"CIDEr-D": (0.0, 10.0)}
+
+
+def settings_lines(settings: dict) -> list[str]:
+    """The settings a reader needs to interpret the numbers, as plain sentences (shared by the
+    terminal and the report); only the settings of the tasks present are in `settings`."""
+    lines = []
+    if "convention" in settings:
+        lines.append(f"VQA convention: {settings['convention'].get('vqa')}; normalization: {settings.get('normalization')}")
+    if "tokenizer" in settings:
+        lines.append(f"Report tokenizer: {settings['tokenizer'].get('name')}")
+    if "clinical_uncertain" in settings:
+        lines.append(f"Clinical uncertain mentions counted as: {settings['clinical_uncertain']}")
+    intervals = settings.get("intervals") or {}
+    if intervals.get("description"):
+        lines.append(intervals["description"][0].upper() + intervals["description"][1:])
+    res = settings.get("resampling") or {}
+    if res:
+        by_key = ", ".join(f"{v} by {k}" for k, v in sorted((res.get("rows_by_key") or {}).items())
+                           if res.get("unit") != "sample")
+        lines.append(f"Resampling unit: {res.get('unit')} ({res.get('clusters')} clusters over {res.get('rows')} rows"
+                     + (f"; rows keyed {by_key}" if by_key else "") + ")")
+    return lines
+
+
+def fmt_p(p) -> str:
+    """A p-value: 4 decimals, or '<0.001' (a bootstrap p of 0 only says p < 1/resamples)."""
+    return "—" if p is None else "<0.001" if p < 0.001 else f"{p:.4f}"
+
+
 def _table_md(metrics: dict) -> list[str]:
-    lines = ["| section | metric | value | CI | n |", "|---|---|---|---|---|"]
+    lines = ["| section | metric | value | CI | interval | n |", "|---|---|---|---|---|---|"]
     for section in SECTIONS:
         for name, e in (metrics.get(section) or {}).items():
             if e.get("unavailable"):
-                lines.append(f"| {section} | {name} | unavailable | {e['unavailable']} | {e.get('n', '')} |")
+                lines.append(f"| {section} | {name} | unavailable | {e['unavailable']} | | {e.get('n', '')} |")
                 continue
             std = f" ± {e['std']:.4f}" if "std" in e else ""
-            lines.append(f"| {section} | {name} | {_f(e.get('value'))}{std} | [{_f(e.get('ci_low'))}, {_f(e.get('ci_high'))}] | {e.get('n', '')} |")
+            lines.append(f"| {section} | {name} | {_f(e.get('value'))}{std} | [{_f(e.get('ci_low'))}, "
+                         f"{_f(e.get('ci_high'))}] | {e.get('interval', '')} | {e.get('n', '')} |")
     return lines
 
 
 def _compare_md(comp: dict) -> list[str]:
-    lines = [f"A = `{comp['a']}`, B = `{comp['b']}`, alpha = {comp['alpha']}", "",
-             "| section | metric | A | B | A − B | CI | p | verdict |", "|---|---|---|---|---|---|---|---|"]
+    def files(x):  # one path, or the seeds of one side
+        return ", ".join(f"`{p}`" for p in ([x] if isinstance(x, str) else x))
+
+    lines = [f"A = {files(comp['a'])}, B = {files(comp['b'])}, alpha = {comp['alpha']}, resampling unit = "
+             f"{comp.get('resample_unit', 'sample')}", "",
+             f"Verdicts: {comp.get('tests', '')}.", "",
+             "| section | metric | A | B | A − B | CI (bootstrap) | p | test | verdict | n |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    notes = []
     for section, entries in comp["sections"].items():
         for name, e in entries.items():
-            p = e.get("mcnemar", {}).get("p_value", e.get("p_value"))
             lines.append(f"| {section} | {name} | {_f(e.get('a'))} | {_f(e.get('b'))} | {_f(e.get('value'))} | "
-                         f"[{_f(e.get('ci_low'))}, {_f(e.get('ci_high'))}] | {_f(p)} | {e['verdict']} |")
+                         f"[{_f(e.get('ci_low'))}, {_f(e.get('ci_high'))}] | {fmt_p(e.get('p_value'))} | "
+                         f"{e.get('test') or '—'} | {e.get('verdict') or 'no verdict'} | {e.get('n', '')} |")
+            if e.get("note"):
+                notes.append(f"- {section}/{name}: {e['note']}")
+    return lines + ([""] + notes if notes else [])
+
+
+def _outputs_md(metrics: dict) -> list[str]:
+    lines = []
+    for check in metrics.get("outputs", []):
+        if check.get("flags"):
+            side = f" ({check['side'].upper()})" if check.get("side") else ""
+            lines.append(f"- **{check['path']}**{side}: {'; '.join(check['flags'])}")
     return lines
+
+
+def _range(section: str, name: str) -> tuple[float, float]:
+    return RANGES.get(name, RANGES.get(f"{section}/{name}", (0.0, 1.0)))
 
 
 def _plots(metrics: dict) -> list[tuple[str, str]]:
     plots = []
+    comp = metrics.get("compare")
+    b_metrics = (comp or {}).get("b_metrics") or {}
+
+    def items_for(section: str, names: list[str]) -> list:
+        out = []
+        for name in names:
+            e = (metrics.get(section) or {}).get(name) or {}
+            if not comp:
+                out.append((name, e.get("value"), e.get("ci_low"), e.get("ci_high")))
+                continue
+            # a comparison charts both sides, A then B, on the same axis
+            eb = b_metrics.get(section, {}).get(name) or {}
+            out.append((f"{name} · A", e.get("value"), e.get("ci_low"), e.get("ci_high")))
+            out.append((f"{name} · B", eb.get("value"), eb.get("ci_low"), eb.get("ci_high")))
+        return out
+
+    sides = " (A and B)" if comp else ""
     vqa = metrics.get("vqa") or {}
     if vqa:
-        items = [(k, e.get("value"), e.get("ci_low"), e.get("ci_high")) for k, e in vqa.items()]
-        plots.append(("VQA accuracy by group (bars: accuracy, whiskers: interval)",
-                      _interval_svg(items, title="VQA accuracy")))
+        plots.append((f"VQA accuracy by group{sides} (bars: accuracy, whiskers: interval)",
+                      _interval_svg(items_for("vqa", list(vqa)), title="VQA accuracy")))
     judge = metrics.get("judge") or {}
     for name, e in judge.items():
         dist = e.get("distribution")
@@ -92,11 +163,18 @@ def _plots(metrics: dict) -> list[tuple[str, str]]:
             plots.append((f"Judge score distribution: {name} (share of replies)", _interval_svg(items, title=name)))
     for section in ("report", "clinical", "semantic"):
         entries = metrics.get(section) or {}
-        items = [(k, e.get("value"), e.get("ci_low"), e.get("ci_high")) for k, e in entries.items()
-                 if e.get("value") is not None and 0 <= e["value"] <= 1]
-        if items:
-            plots.append((f"{section} metrics in [0, 1]", _interval_svg(items, title=section)))
-    comp = metrics.get("compare")
+        # one plot per value range, so CIDEr-D (0..10) is not drawn on a [0, 1] axis
+        by_range: dict[tuple[float, float], list[str]] = {}
+        for name, e in entries.items():
+            if e.get("value") is not None:
+                by_range.setdefault(_range(section, name), []).append(name)
+        for (lo, hi), names in by_range.items():
+            items = items_for(section, names)
+            top = max([v for _, *vals in items for v in vals if v is not None] + [lo])
+            # CIDEr-D rarely exceeds 2: show the data's span, and say where the axis stops
+            shown_hi = hi if hi <= 1 else min(hi, max(1.0, math.ceil(top * 1.1)))
+            label = f"{section} metrics{sides} in [{lo:g}, {hi:g}]" + (f" (axis cut at {shown_hi:g})" if shown_hi < hi else "")
+            plots.append((label, _interval_svg(items, lo=lo, hi=shown_hi, title=section)))
     if comp:
         items = [(f"{s}/{n}", e.get("value"), e.get("ci_low"), e.get("ci_high"))
                  for s, entries in comp["sections"].items() for n, e in entries.items() if e.get("value") is not None]
@@ -112,13 +190,13 @@ def write_report(metrics: dict, folder: Path) -> tuple[Path, Path]:
     folder = Path(folder)
     settings = metrics.get("settings", {})
     md = ["# pefomed score report", ""]
-    md += [f"- VQA convention: {settings.get('convention', {}).get('vqa')}",
-           f"- Normalization: {settings.get('normalization')}",
-           f"- Tokenizer: {settings.get('tokenizer', {}).get('name')}",
-           f"- Bootstrap: {settings.get('bootstrap')}",
-           f"- Clinical uncertain mentions: {settings.get('clinical_uncertain')}", ""]
+    md += [f"- {line}" for line in settings_lines(settings)] + [""]
     if "runs" in metrics:
         md += [f"Mean ± std across {len(metrics['runs'])} runs; interval: t interval of the mean across runs.", ""]
+    outputs = _outputs_md(metrics)
+    if outputs:
+        md += ["## Degenerate outputs", "", "Empty, punctuation-only or all-identical predictions "
+               "(a difference may come from these alone):", ""] + outputs + [""]
     md += ["## Metrics", ""] + _table_md(metrics) + [""]
     if metrics.get("compare"):
         md += ["## Paired comparison", ""] + _compare_md(metrics["compare"]) + [""]
@@ -127,8 +205,12 @@ def write_report(metrics: dict, folder: Path) -> tuple[Path, Path]:
     with atomic_write(md_path) as fh:
         fh.write("\n".join(md + ["Plots are in report.html."]) + "\n")
     body = ["<h1>pefomed score report</h1>", "<ul>"]
-    body += [f"<li>{html.escape(line[2:])}</li>" for line in md[2:8] if line.startswith("- ")]
+    body += [f"<li>{html.escape(line)}</li>" for line in settings_lines(settings)]
     body.append("</ul>")
+    if outputs:
+        body += ["<h2>Degenerate outputs</h2>", "<ul>"]
+        body += [f"<li>{html.escape(line[2:].replace('**', ''))}</li>" for line in outputs]
+        body.append("</ul>")
 
     def md_table_to_html(lines: list[str]) -> str:
         rows = [line.strip("|").split("|") for line in lines if line.startswith("|") and not line.startswith("|---")]
@@ -140,7 +222,10 @@ def write_report(metrics: dict, folder: Path) -> tuple[Path, Path]:
 
     body += ["<h2>Metrics</h2>", md_table_to_html(_table_md(metrics))]
     if metrics.get("compare"):
-        body += ["<h2>Paired comparison</h2>", md_table_to_html(_compare_md(metrics["compare"]))]
+        comp_md = _compare_md(metrics["compare"])
+        body += ["<h2>Paired comparison</h2>", f"<p>{html.escape(comp_md[0])}</p>", f"<p>{html.escape(comp_md[2])}</p>",
+                 md_table_to_html(comp_md)]
+        body += [f"<p>{html.escape(line[2:])}</p>" for line in comp_md if line.startswith("- ")]
     for title, svg in plots:
         body += [f"<h2>{html.escape(title)}</h2>", svg]
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>pefomed score report</title><style>"

@@ -1,75 +1,129 @@
 """`pefomed score`: PRED.jsonl -> METRICS.json (+ terminal table + report).
 
-One file: every metric with a seeded bootstrap interval. `compare`: a paired comparison on the same
-ids. Several files (seeds of one setting): mean +- std across runs.
+One file: every metric with an interval (proportion intervals for 0/1 accuracies, a seeded
+percentile bootstrap otherwise; resampling images, studies or patients by default, since one image
+carries many questions). `compare`: a paired comparison on the same ids, optionally with several
+training seeds per side. Several files (seeds of one setting): mean +- std across runs.
+
+ScoreOptions is the one declaration of the scoring options: each field carries its help text,
+allowed values and checks, and cli/score.py turns the fields into command-line options one to one.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import statistics
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import Any, Callable
 
 from pefomed.errors import UserError
-from pefomed.io import sha256_file, write_json
-from pefomed.score import vqa as vqa_mod
-from pefomed.score.rows import Row, read_rows
-from pefomed.score.stats import (DEFAULT_ALPHA, DEFAULT_RESAMPLES, DEFAULT_SEED, Bootstrap, MetricSpec,
-                                 mcnemar_exact, paired_difference)
 
 SECTIONS = ("vqa", "report", "clinical", "semantic", "judge")
+RESAMPLE_UNITS = ("sample", "image", "study", "patient")
+PROPORTION_INTERVALS = ("wilson", "clopper-pearson", "bootstrap")
+
+
+def _vqa_conventions() -> tuple[str, ...]:
+    # resolved when validating, so that declaring the CLI does not import the scorers (and numpy)
+    from pefomed.score.vqa import CONVENTIONS
+
+    return tuple(CONVENTIONS)
+
+
+def _option(default: Any, help: str, *, choices: tuple | Callable[[], tuple] | None = None, check: tuple[Callable, str] | None = None,
+            cli: bool = True) -> Any:
+    """A ScoreOptions field: its default, the help text the CLI shows, the allowed values or a
+    (predicate, requirement) check, and whether it is a command-line option."""
+    return field(default=default, metadata={"help": help, "choices": choices, "check": check, "cli": cli})
 
 
 @dataclass
 class ScoreOptions:
-    task: str | None = None  # force vqa | report metrics
-    vqa_convention: str = "exact"
-    tokenizer: str = "ptb"  # ptb | whitespace
-    meteor: bool = True
-    clinical: bool = True
-    uncertain: str = "positive"  # positive | negative | ignore
-    semantic: bool = False
-    judge_url: str | None = None
-    judge_model: str | None = None
-    judge_key_env: str | None = None
-    judge_local: str | None = None
-    judge_cache: str | None = None
-    bootstrap: int = DEFAULT_RESAMPLES
-    seed: int = DEFAULT_SEED
-    alpha: float = DEFAULT_ALPHA
-    progress: bool = False
+    task: str | None = _option(None, "Force vqa or report metrics; rows of the other task are an error.",
+                               choices=("vqa", "report"))
+    vqa_convention: str = _option("exact", "VQA accuracy convention: exact (PeFoMed's), llava-med or "
+                                  "llava-med-run-eval (LLaVA-Med's scripts); see docs/metrics.md.",
+                                  choices=_vqa_conventions)
+    tokenizer: str = _option("ptb", "Report metrics tokenization: ptb (pycocoevalcap's) or whitespace.",
+                             choices=("ptb", "whitespace"))
+    meteor: bool = _option(True, "METEOR 1.5 via pycocoevalcap's jar (needs Java).")
+    clinical: bool = _option(True, "CheXpert-style clinical efficacy on reports.")
+    uncertain: str = _option("negative", "Clinical: uncertain mentions count as negative (default, R2Gen's "
+                             "protocol), positive, or are ignored.", choices=("negative", "positive", "ignore"))
+    semantic: bool = _option(False, "Sentence-embedding cosine similarity (extra 'semantic').")
+    judge_url: str | None = _option(None, "OpenAI-compatible base URL for the LLM judge.")
+    judge_model: str | None = _option(None, "Judge model name at --judge-url.")
+    judge_key_env: str | None = _option(None, "Env var holding the judge API key, e.g. OPENAI_API_KEY.")
+    judge_local: str | None = _option(None, "Local transformers causal LM folder as judge.")
+    judge_cache: str | None = _option(None, "Judge reply cache folder (default ~/.cache/pefomed/judge).")
+    bootstrap: int = _option(1000, "Bootstrap resamples (0 = no bootstrap: accuracies keep their proportion "
+                             "interval, comparisons get a verdict only from exact McNemar where it applies).",
+                             check=(lambda v: v >= 0, ">= 0"))
+    seed: int = _option(0, "Bootstrap seed.")
+    alpha: float = _option(0.05, "Significance level: (1 - alpha) intervals, verdicts at p < alpha.",
+                           check=(lambda v: 0 < v < 1, "in (0, 1)"))
+    resample_unit: str = _option("image", "What the bootstrap and paired tests resample: sample (each question/"
+                                 "report), image (first image path; default), study (meta study_id, else image), "
+                                 "patient (meta patient_id or subject_id, else study, else image).",
+                                 choices=RESAMPLE_UNITS)
+    proportion_interval: str = _option("wilson", "Interval reported for 0/1 accuracies: wilson, clopper-pearson "
+                                       "(both at the cluster-adjusted effective n) or bootstrap (percentile).",
+                                       choices=PROPORTION_INTERVALS)
+    progress: bool = _option(False, "Show progress bars.", cli=False)
+
+    @staticmethod
+    def flag(name: str) -> str:
+        return "--" + name.replace("_", "-")
 
     @classmethod
     def from_kwargs(cls, options: dict[str, Any]) -> "ScoreOptions":
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(options) - known)
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(options) - set(known))
         if unknown:
-            raise TypeError(f"unknown score options: {', '.join(unknown)}")
+            raise TypeError(f"unknown score option(s): {', '.join(unknown)}; known: {', '.join(known)}")
         opts = cls(**options)
-        if opts.vqa_convention not in vqa_mod.CONVENTIONS:
-            raise UserError(f"--vqa-convention must be one of {vqa_mod.CONVENTIONS}, got {opts.vqa_convention!r}")
-        if opts.tokenizer not in ("ptb", "whitespace"):
-            raise UserError(f"--tokenizer must be ptb or whitespace, got {opts.tokenizer!r}")
-        if opts.uncertain not in ("positive", "negative", "ignore"):
-            raise UserError(f"--uncertain must be positive, negative or ignore, got {opts.uncertain!r}")
-        if opts.bootstrap < 0:
-            raise UserError("--bootstrap must be >= 0")
-        if not 0 < opts.alpha < 1:
-            raise UserError("--alpha must be in (0, 1)")
+        opts.validate()
         return opts
 
+    def validate(self) -> None:
+        """Check every option against its declaration; errors name the option key and its flag."""
+        import typing
 
-def collect_specs(rows: list[Row], opts: ScoreOptions) -> tuple[list[MetricSpec], dict[str, Any]]:
-    """All metric specs for the rows, and settings/notes the sections report."""
-    specs: list[MetricSpec] = []
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self):
+            value, meta = getattr(self, f.name), f.metadata
+            name = f"option {f.name} ({self.flag(f.name)})" if meta["cli"] else f"option {f.name}"
+            kind = hints[f.name]
+            base = [t for t in typing.get_args(kind) if t is not type(None)] or [kind]
+            if value is None:
+                if type(None) not in typing.get_args(kind):
+                    raise UserError(f"{name} needs a value")
+                continue
+            ok = (isinstance(value, bool) if base[0] is bool else
+                  isinstance(value, int) and not isinstance(value, bool) if base[0] is int else
+                  isinstance(value, (int, float)) and not isinstance(value, bool) if base[0] is float else
+                  isinstance(value, (str, os.PathLike)) if base[0] is str and not meta["choices"] else
+                  isinstance(value, base[0]))
+            if not ok:
+                raise UserError(f"{name} must be {base[0].__name__}, got {value!r}")
+            choices = meta["choices"]() if callable(meta["choices"]) else meta["choices"]
+            if choices and value not in choices:
+                raise UserError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+            if meta["check"] and not meta["check"][0](value):
+                raise UserError(f"{name} must be {meta['check'][1]}, got {value!r}")
+
+
+def collect_specs(rows: list, opts: ScoreOptions, groups: list | None = None) -> tuple[list, dict[str, Any]]:
+    """All metric specs for the rows, and settings/notes the sections report. `groups`: rows whose
+    task/answer_type/meta define the VQA subsets (shared by the files of a comparison)."""
+    specs: list = []
     notes: dict[str, Any] = {}
     from pefomed.score.vqa_section import vqa_metrics
 
-    specs += vqa_metrics(rows, opts.vqa_convention)
+    specs += vqa_metrics(rows, opts.vqa_convention, groups=groups)
     if any(r.task == "report" for r in rows):
         from pefomed.score.nlg import report_metrics
 
@@ -89,82 +143,199 @@ def collect_specs(rows: list[Row], opts: ScoreOptions) -> tuple[list[MetricSpec]
     return specs, notes
 
 
-def _sections(specs: list[MetricSpec], boot: Bootstrap | None, alpha: float, progress: bool = False) -> dict[str, dict]:
+# ---------------------------------------------------------------- resampling units (clusters)
+
+def row_images(path: Path, rows: list) -> list[list[str]]:
+    """Each row's image paths. Row objects that carry `images` are used directly; otherwise the
+    file is read once more for them (the score reader keeps only what the metrics need)."""
+    if rows and hasattr(rows[0], "images"):
+        return [list(getattr(r, "images") or []) for r in rows]
+    from pefomed.records import iter_predictions
+
+    by_id: dict[str, list[str]] = {}
+    for _, raw in iter_predictions(path):
+        images = raw.get("images")
+        by_id[str(raw.get("id"))] = [str(x) for x in images] if isinstance(images, list) else []
+    return [by_id.get(r.id, []) for r in rows]
+
+
+def _meta_key(row, names: tuple[str, ...]) -> tuple[str, str] | None:
+    for name in names:
+        value = row.meta.get(name)
+        if value not in (None, ""):
+            return (name, str(value))
+    return None
+
+
+def cluster_keys(rows: list, images: list[list[str]], unit: str) -> tuple[list, dict[str, int]]:
+    """The resampling unit of each row (None: the row alone) and how many rows fell back to a
+    finer unit because the data lacks the asked one."""
+    keys: list = []
+    used: Counter = Counter()
+    for row, imgs in zip(rows, images):
+        key = None
+        if unit in ("patient",):
+            key = _meta_key(row, ("patient_id", "subject_id"))
+        if key is None and unit in ("patient", "study"):
+            key = _meta_key(row, ("study_id",))
+        if key is None and unit in ("patient", "study", "image") and imgs:
+            key = ("image", imgs[0])
+        used[key[0] if key else "sample"] += 1
+        keys.append(key)
+    return keys, dict(used)
+
+
+def resampling_info(unit: str, keys: list, used: dict[str, int]) -> dict[str, Any]:
+    sizes = Counter(k for k in keys if k is not None)
+    alone = sum(1 for k in keys if k is None)
+    return {"unit": unit, "rows": len(keys), "clusters": len(sizes) + alone,
+            "largest_cluster": max(sizes.values(), default=1),
+            "rows_by_key": used}  # e.g. {"image": 451} or {"study_id": 900, "image": 12}
+
+
+# ---------------------------------------------------------------- one file
+
+def _sections(specs: list, boot, opts: ScoreOptions, clusters=None) -> dict[str, dict]:
     from pefomed.console import track
 
     out: dict[str, dict] = {}
-    for spec in (track(specs, "metrics + intervals") if progress else specs):
-        out.setdefault(spec.section, {})[spec.name] = spec.evaluate(boot, alpha)
+    for spec in (track(specs, "metrics + intervals") if opts.progress else specs):
+        out.setdefault(spec.section, {})[spec.name] = spec.evaluate(
+            boot, opts.alpha, proportion=opts.proportion_interval, clusters=clusters)
     return out
 
 
-def _settings(opts: ScoreOptions, paths: list[Path], notes: dict[str, Any]) -> dict[str, Any]:
-    from pefomed.score import conventions
+def _bootstrap(n: int, opts: ScoreOptions, clusters):
+    from pefomed.score.stats import Bootstrap
 
-    settings = {
-        "convention": {"vqa": opts.vqa_convention},
-        "normalization": conventions.normalization(opts.vqa_convention),
-        "tokenizer": conventions.tokenizer(opts.tokenizer),
-        "bootstrap": {"resamples": opts.bootstrap, "seed": opts.seed, "interval": f"{100 * (1 - opts.alpha):g}% percentile"},
-        "alpha": opts.alpha,
-        "seeds": {"bootstrap": opts.seed},
-        "clinical_uncertain": opts.uncertain,
-        "files": [{"path": str(p), "sha256": sha256_file(p)} for p in paths],
-    }
-    settings.update(notes)
-    return settings
+    if not opts.bootstrap:
+        return None
+    return Bootstrap.make(n, opts.bootstrap, opts.seed, clusters=clusters, unit=opts.resample_unit)
 
 
-def score_rows(rows: list[Row], opts: ScoreOptions) -> tuple[dict, list[MetricSpec], dict]:
+def _codes(keys: list | None):
+    from pefomed.score.stats import cluster_codes
+
+    return None if keys is None else cluster_codes(keys)
+
+
+def score_rows(rows: list, opts: ScoreOptions, keys: list | None = None) -> tuple[dict, list, dict]:
+    """Sections of one file's rows; `keys`: the resampling unit per row (None: each row alone)."""
     specs, notes = collect_specs(rows, opts)
-    boot = Bootstrap.make(len(rows), opts.bootstrap, opts.seed) if opts.bootstrap else None
-    return _sections(specs, boot, opts.alpha, opts.progress), specs, notes
+    codes = _codes(keys)
+    return _sections(specs, _bootstrap(len(rows), opts, codes), opts, codes), specs, notes
 
 
-def _compare(rows_a: list[Row], rows_b: list[Row], path_a: Path, path_b: Path, opts: ScoreOptions) -> dict:
-    ids_a = {r.id for r in rows_a}
-    ids_b = {r.id for r in rows_b}
-    if ids_a != ids_b:
-        only_a = sorted(ids_a - ids_b)
-        only_b = sorted(ids_b - ids_a)
-        def show(ids):
-            return ", ".join(ids[:20]) + (f" ... ({len(ids)} in all)" if len(ids) > 20 else "")
-        raise UserError(f"--compare needs the same ids in both files: only in {path_a}: {show(only_a) or 'none'}; "
-                        f"only in {path_b}: {show(only_b) or 'none'}")
-    order = {r.id: i for i, r in enumerate(rows_a)}
-    rows_b = sorted(rows_b, key=lambda r: order[r.id])
-    for a, b in zip(rows_a, rows_b):
-        if a.reference != b.reference:
-            raise UserError(f"--compare: id {a.id!r} has different references in {path_a}:{a.line} and {path_b}:{b.line}")
-    specs_a, _ = collect_specs(rows_a, opts)
-    specs_b, _ = collect_specs(rows_b, opts)
-    by_key_b = {(s.section, s.name): s for s in specs_b}
-    boot = Bootstrap.make(len(rows_a), max(opts.bootstrap, 1), opts.seed)
-    out: dict[str, dict] = {}
-    for spec in specs_a:
-        other = by_key_b.get((spec.section, spec.name))
-        if other is None or spec.extra and "unavailable" in spec.extra:
-            continue
-        entry = paired_difference(spec.stats, other.stats, spec.fn, boot, opts.alpha)
-        if spec.value is not None and other.value is not None:
-            entry["a"], entry["b"] = float(spec.value), float(other.value)
-            entry["value"] = entry["a"] - entry["b"]
-        if spec.binary is not None and other.binary is not None:
-            mask = spec.mask if spec.mask is not None else np.ones(len(rows_a), bool)
-            test = mcnemar_exact(spec.binary[mask], other.binary[mask])
-            entry["mcnemar"] = test
-            # For accuracies the exact McNemar test decides significance; the bootstrap interval
-            # is still reported. Direction comes from the difference.
-            if test["p_value"] < opts.alpha:
-                entry["verdict"] = "win" if entry["value"] > 0 else "loss"
-            else:
-                entry["verdict"] = "tie"
-        out.setdefault(spec.section, {})[spec.name] = entry
+def output_checks(rows: list, path: Path) -> dict[str, Any]:
+    """Empty, punctuation-only and all-identical predictions: a 'win' over a file where the model
+    produced nothing is a finding about that file, so it is flagged beside every number."""
+    preds = [r.prediction.strip() for r in rows]
+    counts = Counter(preds)
+    top, top_n = counts.most_common(1)[0]
+    empty = sum(1 for p in preds if not p)
+    punct = sum(1 for p in preds if p and not any(ch.isalnum() for ch in p))
+    flags = []
+    if empty:
+        flags.append(f"{empty} empty prediction{'s' if empty > 1 else ''}")
+    if punct:
+        flags.append(f"{punct} punctuation-only prediction{'s' if punct > 1 else ''}")
+    if len(preds) > 1 and len(counts) == 1:
+        flags.append(f"all {len(preds)} predictions identical ({top[:40]!r})")
+    return {"path": str(path), "n": len(preds), "empty": empty, "punctuation_only": punct,
+            "distinct": len(counts), "most_common": {"prediction": top, "count": top_n},
+            "flags": flags, "degenerate": bool(flags)}
+
+
+# ---------------------------------------------------------------- paired comparison
+
+def _agreement_fields(row, keys_row) -> dict[str, Any]:
+    from pefomed.score import vqa as vqa_mod
+    from pefomed.score.vqa_section import GROUP_KEYS, group_value
+
+    out = {"task": row.task}
+    if row.task == "vqa":
+        out["answer type"] = vqa_mod.answer_type_of(row.reference, row.answer_type)
+        for key in GROUP_KEYS:
+            out[f"meta.{key}"] = group_value(row, key)
+    out["resampling unit"] = keys_row
     return out
 
 
-def _across_runs(per_run: list[dict]) -> dict[str, dict]:
-    """mean +- std (ddof=1) per metric across runs, with a t interval for the mean."""
+def _align(files: list[tuple[Path, list]], unit: str) -> tuple[list[list], list]:
+    """Every file's rows in the first file's id order, after checking that all files hold the same
+    ids, references, subgroups (task, answer type, meta groups) and resampling units: subsets and
+    clusters are then those of every file, not of one."""
+    (path0, rows0), rest = files[0], files[1:]
+    ids0 = {r.id for r in rows0}
+    order = {r.id: i for i, r in enumerate(rows0)}
+    keys0, _ = cluster_keys(rows0, row_images(path0, rows0), unit)
+    fields0 = [_agreement_fields(r, k) for r, k in zip(rows0, keys0)]
+    aligned = [rows0]
+    for path, rows in rest:
+        ids = {r.id for r in rows}
+        if ids != ids0:
+            only_a = sorted(ids0 - ids)
+            only_b = sorted(ids - ids0)
+
+            def show(ids):
+                return ", ".join(ids[:20]) + (f" ... ({len(ids)} in all)" if len(ids) > 20 else "")
+            raise UserError(f"--compare needs the same ids in all files: only in {path0}: {show(only_a) or 'none'}; "
+                            f"only in {path}: {show(only_b) or 'none'}")
+        rows = sorted(rows, key=lambda r: order[r.id])
+        keys, _ = cluster_keys(rows, row_images(path, rows), unit)
+        for a, b, fa, kb in zip(rows0, rows, fields0, keys):
+            if a.reference != b.reference:
+                raise UserError(f"--compare: id {a.id!r} has different references in {path0}:{a.line} and {path}:{b.line}")
+            fb = _agreement_fields(b, kb)
+            for name, value in fa.items():
+                if fb[name] != value:
+                    raise UserError(f"--compare: id {a.id!r} has {name} {value!r} in {path0}:{a.line} but "
+                                    f"{fb[name]!r} in {path}:{b.line}; subgroups and resampling units must agree")
+        aligned.append(rows)
+    return aligned, keys0
+
+
+def _compare(rows_a: list[list], rows_b: list[list], paths_a: list[Path], paths_b: list[Path],
+             opts: ScoreOptions) -> dict[str, Any]:
+    """Paired comparison of the A files against the B files (each side: one or several seeds)."""
+    import numpy as np
+
+    from pefomed.score.stats import decide, paired_difference
+
+    aligned, keys = _align(list(zip(paths_a + paths_b, rows_a + rows_b)), opts.resample_unit)
+    unit = opts.resample_unit
+    keys = None if unit == "sample" else keys
+    codes = _codes(keys)
+    groups = aligned[0]
+    specs = [collect_specs(rows, opts, groups=groups)[0] for rows in aligned]
+    k = len(paths_a)
+    by_key = [{(s.section, s.name): s for s in file_specs} for file_specs in specs]
+    boot = _bootstrap(len(groups), opts, codes)
+    seeds = (k, len(paths_b))
+    sections: dict[str, dict] = {}
+    for spec in specs[0]:
+        key = (spec.section, spec.name)
+        same = [m.get(key) for m in by_key]
+        if any(s is None or (s.extra and "unavailable" in s.extra) for s in same):
+            continue
+        side_a, side_b = same[:k], same[k:]
+        values = None
+        if all(s.value is not None for s in same):
+            values = (float(np.mean([s.value for s in side_a])), float(np.mean([s.value for s in side_b])))
+        entry = paired_difference([s.stats for s in side_a], [s.stats for s in side_b], spec.fn, boot,
+                                  opts.alpha, n=spec.n, values=values)
+        binary = spec.binary is not None and all(s.binary is not None for s in same)
+        entry = decide(entry, alpha=opts.alpha, binary_a=side_a[0].binary if binary else None,
+                       binary_b=side_b[0].binary if binary else None, mask=spec.mask, clusters=codes,
+                       seeds=seeds, unit=unit)
+        sections.setdefault(spec.section, {})[spec.name] = entry
+    per_b = [_sections(s, boot, opts, codes) for s in specs[k:]]
+    b_metrics = per_b[0] if len(per_b) == 1 else _across_runs(per_b, opts.alpha)
+    return {"sections": sections, "b_metrics": b_metrics, "seeds": {"a": k, "b": len(paths_b)}}
+
+
+def _across_runs(per_run: list[dict], alpha: float) -> dict[str, dict]:
+    """mean +- std (ddof=1) per metric across runs, with a (1 - alpha) t interval for the mean."""
     from scipy.stats import t as student_t
 
     keys: dict[tuple[str, str], list[float]] = {}
@@ -178,94 +349,211 @@ def _across_runs(per_run: list[dict]) -> dict[str, dict]:
         k = len(values)
         mean = statistics.fmean(values)
         std = statistics.stdev(values) if k > 1 else 0.0
-        half = float(student_t.ppf(0.975, k - 1)) * std / math.sqrt(k) if k > 1 else float("nan")
+        half = float(student_t.ppf(1 - alpha / 2, k - 1)) * std / math.sqrt(k) if k > 1 else float("nan")
         out.setdefault(section, {})[name] = {
             "value": mean, "std": std, "ci_low": mean - half if k > 1 else None,
             "ci_high": mean + half if k > 1 else None, "n": per_run[0][section][name]["n"],
-            "n_runs": k, "values": values}
+            "n_runs": k, "values": values, "interval": "t over runs"}
     return out
 
 
-def score_files(paths: list[Path], *, compare: Path | None = None, out: Path | None = None,
+# ---------------------------------------------------------------- settings and entry point
+
+def _interval_text(opts: ScoreOptions, resampling: dict[str, Any], multi: bool) -> dict[str, str]:
+    level = f"{100 * (1 - opts.alpha):g}%"
+    unit = opts.resample_unit
+    over = "questions/reports" if unit == "sample" else f"{unit}s ({resampling['clusters']} clusters of up to " \
+                                                        f"{resampling['largest_cluster']} rows)"
+    boot = (f"{level} percentile bootstrap, {opts.bootstrap} resamples of {over}, seed {opts.seed}"
+            if opts.bootstrap else "none (--bootstrap 0)")
+    if opts.proportion_interval == "bootstrap":
+        prop = "the percentile bootstrap, as other metrics"
+    else:
+        name = {"wilson": "Wilson score", "clopper-pearson": "Clopper-Pearson"}[opts.proportion_interval]
+        prop = f"{level} {name}" + ("" if unit == "sample" else f" at the effective n for {unit} clusters")
+    out = {"proportions": prop, "other": boot}
+    if multi:
+        out["runs"] = f"{level} t interval of the mean across runs (the table's interval)"
+    out["description"] = (f"intervals: 0/1 accuracies {prop}; other metrics {boot}"
+                          + ("; across runs: t interval of the mean" if multi else ""))
+    return out
+
+
+def _settings(opts: ScoreOptions, files: list[tuple[Path, str]], notes: dict[str, Any], tasks: set[str],
+              resampling: dict[str, Any], multi: bool) -> dict[str, Any]:
+    """Only the settings of the tasks present: a report-only file lists no VQA convention."""
+    from pefomed.score import conventions
+
+    settings: dict[str, Any] = {}
+    if "vqa" in tasks:
+        settings["convention"] = {"vqa": opts.vqa_convention}
+        settings["normalization"] = conventions.normalization(opts.vqa_convention)
+    if "report" in tasks:
+        settings["tokenizer"] = conventions.tokenizer(opts.tokenizer)
+        if opts.clinical:
+            settings["clinical_uncertain"] = opts.uncertain
+    settings["bootstrap"] = {"resamples": opts.bootstrap, "seed": opts.seed,
+                             "interval": f"{100 * (1 - opts.alpha):g}% percentile", "unit": opts.resample_unit}
+    settings["intervals"] = _interval_text(opts, resampling, multi)
+    settings["resampling"] = resampling
+    settings["alpha"] = opts.alpha
+    settings["seeds"] = {"bootstrap": opts.seed}
+    settings["files"] = [{"path": str(p), "sha256": _sha256(p), **({"side": side} if side else {})}
+                         for p, side in files]
+    settings.update(notes)
+    return settings
+
+
+def _sha256(path: Path) -> str:
+    from pefomed.io import sha256_file
+
+    return sha256_file(path)
+
+
+def report_folder(out: Path | None, report: Path | None) -> Path | None:
+    """Where the report goes: --report, else OUT's folder/report, else nowhere."""
+    if report is not None:
+        return Path(report)
+    return None if out is None else Path(out).parent / "report"
+
+
+def score_files(paths: list[Path], *, compare: Path | list[Path] | None = None, out: Path | None = None,
                 report: Path | None = None, **options) -> dict:
     """Score one or several PRED.jsonl files (see module doc); write METRICS.json to `out` and the
-    human report to `report` (default: next to `out`) when given. Returns the METRICS dict."""
+    human report to `report` (default: next to `out`) when given. Returns the METRICS dict.
+
+    `compare`: one file, or several (seeds of the B setting) against `paths` (seeds of A); the
+    comparison resamples test ids (clusters) and, with several seeds, seeds too."""
+    from pefomed.score.rows import read_rows
+
     opts = ScoreOptions.from_kwargs(options)
     paths = [Path(p) for p in paths]
     if not paths:
         raise UserError("give at least one predictions file")
-    if compare is not None and len(paths) > 1:
-        raise UserError("--compare takes exactly one predictions file to compare against it")
+    compare_paths = [] if compare is None else [Path(p) for p in ([compare] if isinstance(compare, (str, Path)) else compare)]
     all_rows = [read_rows(p, opts.task) for p in paths]
+    keys_per_file = []
+    for p, rows in zip(paths, all_rows):
+        keys, used = cluster_keys(rows, row_images(p, rows), opts.resample_unit)
+        keys_per_file.append((None if opts.resample_unit == "sample" else keys, resampling_info(opts.resample_unit, keys, used)))
     if len(paths) == 1:
-        sections, specs, notes = score_rows(all_rows[0], opts)
+        sections, _, notes = score_rows(all_rows[0], opts, keys_per_file[0][0])
         metrics: dict[str, Any] = dict(sections)
     else:
         per_run = []
         notes = {}
-        for rows in all_rows:
-            sections, _, notes = score_rows(rows, opts)
+        for rows, (keys, _) in zip(all_rows, keys_per_file):
+            sections, _, notes = score_rows(rows, opts, keys)
             per_run.append(sections)
-        metrics = _across_runs(per_run)
+        metrics = _across_runs(per_run, opts.alpha)
         metrics["runs"] = [{"path": str(p), **s} for p, s in zip(paths, per_run)]
-    settings = _settings(opts, paths + ([Path(compare)] if compare else []), notes)
-    if compare is not None:
-        compare = Path(compare)
-        rows_b = read_rows(compare, opts.task)
-        metrics["compare"] = {"a": str(paths[0]), "b": str(compare), "alpha": opts.alpha,
-                              "sections": _compare(all_rows[0], rows_b, paths[0], compare, opts)}
-    metrics["settings"] = settings
+    tasks = {r.task for rows in all_rows for r in rows}
+    outputs = [{**output_checks(rows, p), **({"side": "a"} if compare_paths else {})} for p, rows in zip(paths, all_rows)]
+    files = [(p, "a" if compare_paths else "") for p in paths]
+    if compare_paths:
+        rows_b = [read_rows(p, opts.task) for p in compare_paths]
+        tasks |= {r.task for rows in rows_b for r in rows}
+        outputs += [{**output_checks(rows, p), "side": "b"} for p, rows in zip(compare_paths, rows_b)]
+        files += [(p, "b") for p in compare_paths]
+        result = _compare(all_rows, rows_b, paths, compare_paths, opts)
+        metrics["compare"] = {"a": str(paths[0]) if len(paths) == 1 else [str(p) for p in paths],
+                              "b": str(compare_paths[0]) if len(compare_paths) == 1 else [str(p) for p in compare_paths],
+                              "alpha": opts.alpha, "resample_unit": opts.resample_unit, **result,
+                              "tests": _tests_text(opts, result["seeds"])}
+    metrics["outputs"] = outputs
+    metrics["settings"] = _settings(opts, files, notes, tasks, keys_per_file[0][1], len(paths) > 1)
     if out is not None:
+        from pefomed.io import write_json
+
         write_json(out, metrics)
-        if report is None:
-            report = Path(out).parent / "report"
-    if report is not None:
+    folder = report_folder(out, report)
+    if folder is not None:
         from pefomed.score.report import write_report
 
-        write_report(metrics, Path(report))
+        write_report(metrics, folder)
     return metrics
 
+
+def _tests_text(opts: ScoreOptions, seeds: dict[str, int]) -> str:
+    unit = opts.resample_unit
+    if seeds["a"] > 1 or seeds["b"] > 1:
+        how = (f"paired bootstrap over {unit}s and seeds: each resample draws test {unit}s and, on each side, "
+               "training seeds with replacement, and averages the metric over the drawn seeds")
+        return how if opts.bootstrap else "no verdicts: --bootstrap 0 and several seeds per side"
+    article = "an" if unit[0] in "aeiou" else "a"
+    mcn = (f"exact McNemar for 0/1 accuracies when no two compared questions share {article} {unit}"
+           if unit != "sample" else "exact McNemar for 0/1 accuracies")
+    boot = f"paired bootstrap over {unit}s (the interval must exclude 0)" if opts.bootstrap else \
+        "no bootstrap (--bootstrap 0): other metrics get no verdict"
+    return f"{mcn}; otherwise {boot}"
+
+
+# ---------------------------------------------------------------- terminal
 
 def _fmt(x: Any) -> str:
     return "—" if x is None else f"{x:.4f}"
 
 
-def print_metrics(metrics: dict) -> None:
-    """The metrics as Rich tables on the terminal, every number with its interval."""
+def print_metrics(metrics: dict, *, out: Path | None = None, report: Path | None = None, cli: bool = False) -> None:
+    """The metrics as Rich tables on the terminal, every number with its interval and the name of
+    that interval; comparisons name the test behind each verdict. With `cli`, also say what was
+    written (or that nothing was)."""
     from rich.table import Table
 
     from pefomed.console import console
+    from pefomed.score.report import fmt_p, settings_lines
 
+    settings = metrics.get("settings", {})
+    level = f"{100 * (1 - settings.get('alpha', 0.05)):g}% CI"
     table = Table(title="pefomed score", show_lines=False)
-    for col in ("section", "metric", "value", "95% CI" if metrics.get("settings", {}).get("alpha", 0.05) == 0.05 else "CI", "n"):
+    for col in ("section", "metric", "value", level, "interval", "n"):
         table.add_column(col, justify="right" if col in ("value", "n") else "left")
     multi = "runs" in metrics
     for section in SECTIONS:
         for name, entry in (metrics.get(section) or {}).items():
             if entry.get("unavailable"):
-                table.add_row(section, name, "unavailable", entry["unavailable"], str(entry.get("n", "")))
+                table.add_row(section, name, "unavailable", entry["unavailable"], "", str(entry.get("n", "")))
                 continue
             value = _fmt(entry.get("value"))
             if multi:
                 value = f"{value} ± {entry.get('std', 0):.4f}"
             table.add_row(section, name, value, f"[{_fmt(entry.get('ci_low'))}, {_fmt(entry.get('ci_high'))}]",
-                          str(entry.get("n", "")))
+                          entry.get("interval", ""), str(entry.get("n", "")))
     console.print(table)
     comp = metrics.get("compare")
     if comp:
-        ct = Table(title=f"A = {comp['a']}  vs  B = {comp['b']}  (alpha {comp['alpha']})")
-        for col in ("section", "metric", "A", "B", "A - B", "CI", "p", "verdict"):
+        def files(x):
+            return x if isinstance(x, str) else " + ".join(x)
+        ct = Table(title=f"A = {files(comp['a'])}  vs  B = {files(comp['b'])}  (alpha {comp['alpha']})")
+        for col in ("section", "metric", "A", "B", "A - B", f"{level} (bootstrap)", "p", "test", "verdict", "n"):
             ct.add_column(col)
         colors = {"win": "green", "loss": "red", "tie": "yellow"}
         for section, entries in comp["sections"].items():
             for name, e in entries.items():
-                p = e.get("mcnemar", {}).get("p_value", e.get("p_value"))
+                verdict = e.get("verdict")
+                shown = f"[{colors[verdict]}]{verdict}[/]" if verdict else "no verdict"
                 ct.add_row(section, name, _fmt(e.get("a")), _fmt(e.get("b")), _fmt(e.get("value")),
-                           f"[{_fmt(e.get('ci_low'))}, {_fmt(e.get('ci_high'))}]", _fmt(p),
-                           f"[{colors[e['verdict']]}]{e['verdict']}[/]")
+                           f"[{_fmt(e.get('ci_low'))}, {_fmt(e.get('ci_high'))}]", fmt_p(e.get("p_value")),
+                           e.get("test") or "—", shown, str(e.get("n", "")))
         console.print(ct)
-    settings = metrics.get("settings", {})
-    if "clinical" in metrics:
-        console.print(f"clinical labels: uncertain mentions counted as [bold]{settings.get('clinical_uncertain')}[/]")
-    console.print(f"VQA convention: {settings.get('convention', {}).get('vqa')}; tokenizer: "
-                  f"{settings.get('tokenizer', {}).get('name')}; bootstrap: {settings.get('bootstrap', {})}")
+        console.print(f"verdicts: {comp.get('tests', '')}", highlight=False)
+        for section, entries in comp["sections"].items():
+            for name, e in entries.items():
+                if e.get("note"):
+                    console.print(f"  {section}/{name}: {e['note']}", highlight=False)
+    for check in metrics.get("outputs", []):
+        if check.get("flags"):
+            side = f" ({check['side'].upper()})" if check.get("side") else ""
+            console.print(f"[bold yellow]warning:[/] {check['path']}{side}: {'; '.join(check['flags'])}",
+                          highlight=False)
+    for line in settings_lines(settings):
+        console.print(line, highlight=False, markup=False)
+    if cli:
+        folder = report_folder(out, report)
+        if out is None and folder is None:
+            console.print("[yellow]nothing written[/]: add --out METRICS.json (and --report DIR) to keep these numbers",
+                          highlight=False)
+        else:
+            written = ([f"{out}"] if out is not None else ["no METRICS.json (no --out)"]) + \
+                ([f"{folder}/report.md", f"{folder}/report.html"] if folder is not None else [])
+            console.print("wrote " + ", ".join(written), highlight=False)

@@ -1,4 +1,5 @@
-"""Bootstrap intervals, paired comparisons and the McNemar test.
+"""Bootstrap intervals (sample- or cluster-level), proportion intervals, paired comparisons, the
+exact McNemar test and the Holm correction.
 
 Every metric is expressed as a function of *sums of per-sample statistics* (accuracy = sum of hits
 / count; corpus BLEU = f(sum of clipped matches, sum of lengths, ...)). A bootstrap resample is then
@@ -6,13 +7,19 @@ a weight vector w (how often each sample was drawn) and the resampled sums are o
 W @ S for all resamples at once, so corpus metrics are recomputed per resample at numpy speed.
 The same W is reused for every metric of a run and for both sides of a paired comparison, so the
 intervals of different metrics come from the same resamples.
+
+Clustered data (VQA-RAD and SLAKE ask many questions about one image): a *cluster* bootstrap
+draws clusters with replacement and gives every sample its cluster's draw count as weight, so
+questions about one image enter or leave a resample together. That is still one weight matrix,
+so nothing downstream changes. When every cluster holds one sample the weights are bit-identical
+to the sample bootstrap with the same seed.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -20,26 +27,58 @@ DEFAULT_RESAMPLES = 1000
 DEFAULT_SEED = 0
 DEFAULT_ALPHA = 0.05
 
+TEST_BOOTSTRAP = "paired bootstrap"
+TEST_MCNEMAR = "exact McNemar"
+
+
+def cluster_codes(keys: Sequence[object | None]) -> np.ndarray:
+    """Cluster index per sample, numbered in order of first appearance; a None key is a cluster of
+    its own. First-appearance order is what makes singleton clusters reproduce the sample
+    bootstrap exactly (cluster j is sample j)."""
+    codes = np.empty(len(keys), dtype=np.int64)
+    seen: dict[object, int] = {}
+    for i, key in enumerate(keys):
+        if key is None:
+            codes[i] = len(seen)
+            seen[("__own__", i)] = codes[i]
+        else:
+            codes[i] = seen.setdefault(key, len(seen))
+    return codes
+
 
 @dataclass
 class Bootstrap:
-    """Resample weights for n samples: W[b, i] = times sample i is drawn in resample b."""
+    """Resample weights for n samples: W[b, i] = times sample i (or its cluster) is drawn in
+    resample b. `clusters[i]` is sample i's cluster index (None: every sample its own cluster)."""
 
     weights: np.ndarray  # (B, n) float64
     seed: int
+    clusters: np.ndarray | None = None
+    unit: str = "sample"
 
     @classmethod
-    def make(cls, n: int, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED) -> "Bootstrap":
+    def make(cls, n: int, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED,
+             clusters: Sequence[object | None] | np.ndarray | None = None, unit: str = "sample") -> "Bootstrap":
         rng = np.random.default_rng(seed)
+        codes = None if clusters is None else cluster_codes(list(clusters))
+        if codes is not None and len(codes) != n:
+            raise ValueError(f"{len(codes)} cluster ids for {n} samples")
         if n == 0 or resamples <= 0:
-            return cls(np.zeros((max(resamples, 0), n)), seed)
-        # Multinomial counts == drawing n indices with replacement, stored compactly as counts.
-        weights = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(np.float64)
-        return cls(weights, seed)
+            return cls(np.zeros((max(resamples, 0), n)), seed, codes, unit)
+        c = n if codes is None else int(codes.max()) + 1
+        # Multinomial counts == drawing c clusters with replacement, stored compactly as counts.
+        counts = rng.multinomial(c, np.full(c, 1.0 / c), size=resamples).astype(np.float64)
+        weights = counts if codes is None else counts[:, codes]
+        return cls(weights, seed, codes, unit)
 
     @property
     def resamples(self) -> int:
         return self.weights.shape[0]
+
+    @property
+    def n_clusters(self) -> int:
+        n = self.weights.shape[1]
+        return n if self.clusters is None or n == 0 else int(self.clusters.max()) + 1
 
     def sums(self, stats: np.ndarray) -> np.ndarray:
         """Resampled column sums of per-sample statistics `stats` (n, k) -> (B, k)."""
@@ -49,11 +88,22 @@ class Bootstrap:
         return self.weights @ stats
 
 
+def independent(clusters: np.ndarray | None, mask: np.ndarray | None = None) -> bool:
+    """True when no two samples (within `mask`) share a cluster: tests that assume independent
+    pairs (McNemar) and unadjusted binomial intervals are then valid."""
+    if clusters is None:
+        return True
+    codes = clusters if mask is None else clusters[np.asarray(mask, dtype=bool)]
+    return len(np.unique(codes)) == len(codes)
+
+
 def estimate(value: float | None, low: float | None, high: float | None, n: int, **extra) -> dict:
     """One METRICS.json entry; non-finite numbers become null so the JSON stays strict."""
-    def clean(x):
-        return None if x is None or not math.isfinite(float(x)) else float(x)
-    return {"value": clean(value), "ci_low": clean(low), "ci_high": clean(high), "n": int(n), **extra}
+    return {"value": _clean(value), "ci_low": _clean(low), "ci_high": _clean(high), "n": int(n), **extra}
+
+
+def _clean(x):
+    return None if x is None or not math.isfinite(float(x)) else float(x)
 
 
 def interval(samples: np.ndarray, alpha: float = DEFAULT_ALPHA) -> tuple[float, float]:
@@ -65,6 +115,68 @@ def interval(samples: np.ndarray, alpha: float = DEFAULT_ALPHA) -> tuple[float, 
         return float("nan"), float("nan")
     low, high = np.percentile(samples, [100 * alpha / 2, 100 * (1 - alpha / 2)])
     return float(low), float(high)
+
+
+def wilson(successes: float, n: float, alpha: float = DEFAULT_ALPHA) -> tuple[float, float]:
+    """Wilson score interval for a proportion (Wilson 1927). Unlike the percentile bootstrap it
+    has positive width at 0/n and n/n (0 of 130 right: [0, 0.029] at 95%)."""
+    from scipy.stats import norm
+
+    if n <= 0:
+        return float("nan"), float("nan")
+    z = float(norm.ppf(1 - alpha / 2))
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(max(p * (1 - p) / n + z * z / (4 * n * n), 0.0))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def clopper_pearson(successes: float, n: float, alpha: float = DEFAULT_ALPHA) -> tuple[float, float]:
+    """Exact (Clopper-Pearson 1934) interval from beta quantiles; non-integer counts (an
+    effective sample size) are allowed, as in Korn & Graubard (1998)."""
+    from scipy.stats import beta
+
+    if n <= 0:
+        return float("nan"), float("nan")
+    low = 0.0 if successes <= 0 else float(beta.ppf(alpha / 2, successes, n - successes + 1))
+    high = 1.0 if successes >= n else float(beta.ppf(1 - alpha / 2, successes + 1, n - successes))
+    return low, high
+
+
+PROPORTION_INTERVALS = {"wilson": wilson, "clopper-pearson": clopper_pearson}
+
+
+def design_effect(scores: np.ndarray, mask: np.ndarray, clusters: np.ndarray | None) -> float:
+    """Kish design effect of a (masked) mean under clustering: the cluster-robust (linearized)
+    variance of the ratio mean over the binomial one, floored at 1 (clustering is never taken to
+    make an interval narrower). Exactly 1 when no cluster holds two masked samples."""
+    mask = np.asarray(mask, dtype=bool)
+    if clusters is None or independent(clusters, mask):
+        return 1.0
+    y = np.asarray(scores, dtype=np.float64)[mask]
+    codes = clusters[mask]
+    n = y.size
+    p = y.mean()
+    if p <= 0 or p >= 1:
+        return 1.0  # no variance to inflate; the proportion interval already handles 0/n and n/n
+    resid = np.bincount(codes, weights=y - p)
+    var_cluster = float(np.sum(resid ** 2)) / (n * n)
+    var_binomial = p * (1 - p) / n
+    return max(1.0, var_cluster / var_binomial)
+
+
+def proportion_interval(scores: np.ndarray, mask: np.ndarray, clusters: np.ndarray | None,
+                        alpha: float = DEFAULT_ALPHA, method: str = "wilson") -> tuple[float, float, float]:
+    """(low, high, effective n) of a masked 0/1 mean: the proportion interval at the effective
+    sample size n / design effect."""
+    mask = np.asarray(mask, dtype=bool)
+    n = int(mask.sum())
+    if n == 0:
+        return float("nan"), float("nan"), 0.0
+    k = float(np.asarray(scores, dtype=np.float64)[mask].sum())
+    n_eff = n / design_effect(scores, mask, clusters)
+    low, high = PROPORTION_INTERVALS[method](k / n * n_eff, n_eff, alpha)
+    return low, high, n_eff
 
 
 def corpus_metric(stats: np.ndarray, fn: Callable[[np.ndarray], np.ndarray], boot: Bootstrap | None,
@@ -104,7 +216,7 @@ def mean_stats(scores: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.n
 
 def mcnemar_exact(a_correct: np.ndarray, b_correct: np.ndarray) -> dict:
     """Exact (binomial) McNemar test on paired 0/1 outcomes: under H0 the discordant pairs split
-    50/50. Returns the discordant counts and the two-sided p-value."""
+    50/50. Returns the discordant counts and the two-sided p-value. Assumes independent pairs."""
     from scipy.stats import binomtest
 
     a = np.asarray(a_correct) > 0.5
@@ -116,28 +228,153 @@ def mcnemar_exact(a_correct: np.ndarray, b_correct: np.ndarray) -> dict:
     return {"only_a": only_a, "only_b": only_b, "p_value": p}
 
 
-def paired_difference(stats_a: np.ndarray, stats_b: np.ndarray, fn: Callable, boot: Bootstrap,
-                      alpha: float = DEFAULT_ALPHA) -> dict:
-    """Paired bootstrap of metric(A) - metric(B) over the same resampled ids. The verdict is 'win'
-    when the (1 - alpha) interval of the difference lies above 0, 'loss' below 0, else 'tie'.
-    p_value: two-sided bootstrap p (twice the smaller tail share of differences across 0)."""
-    stats_a = np.asarray(stats_a, dtype=np.float64)
-    stats_b = np.asarray(stats_b, dtype=np.float64)
-    if stats_a.ndim == 1:
-        stats_a, stats_b = stats_a[:, None], stats_b[:, None]
+def seed_draws(n_seeds: int, resamples: int, seed: int, side: int) -> np.ndarray:
+    """(B, n_seeds) counts: which training seeds each resample uses (drawn with replacement, the
+    outer level of a seeds x test-set bootstrap). A separate generator per side keeps the id
+    weights unchanged, and one seed always gives all-ones (the plain paired bootstrap)."""
+    if n_seeds == 1:
+        return np.ones((resamples, 1))
+    rng = np.random.default_rng([seed, 1 + side])
+    return rng.multinomial(n_seeds, np.full(n_seeds, 1.0 / n_seeds), size=resamples).astype(np.float64)
+
+
+def _as_seed_list(stats) -> list[np.ndarray]:
+    out = []
+    for s in (stats if isinstance(stats, (list, tuple)) else [stats]):
+        s = np.asarray(s, dtype=np.float64)
+        out.append(s[:, None] if s.ndim == 1 else s)
+    return out
+
+
+def _seed_mean(stats: list[np.ndarray], fn: Callable, boot: Bootstrap, draws: np.ndarray) -> np.ndarray:
+    """Per resample: the metric on the resampled ids, averaged over the drawn seeds."""
+    values = np.stack([fn(boot.sums(s)) for s in stats], axis=1)  # (B, S)
+    return (values * draws).sum(axis=1) / draws.sum(axis=1)
+
+
+def paired_difference(stats_a, stats_b, fn: Callable, boot: Bootstrap | None,
+                      alpha: float = DEFAULT_ALPHA, n: int | None = None,
+                      values: tuple[float, float] | None = None) -> dict:
+    """Paired bootstrap of metric(A) - metric(B) over the same resampled ids (or clusters).
+
+    `stats_a`/`stats_b`: per-sample statistics (n, k), or a list of them, one per training seed;
+    with several seeds each resample also draws seeds with replacement on each side and averages
+    the metric over them, so seed variance enters the interval. The verdict is 'win' when the
+    (1 - alpha) interval of the difference lies above 0, 'loss' below 0, else 'tie'; without
+    resamples there is no interval and no verdict (verdict None). p_value: two-sided bootstrap p
+    (twice the smaller share of differences on either side of 0). `n`: the samples the metric
+    covers (a subgroup's n, not the file's); `values`: (A, B) when a reference tool computes them.
+    """
+    sa, sb = _as_seed_list(stats_a), _as_seed_list(stats_b)
     with np.errstate(divide="ignore", invalid="ignore"):
-        a = float(fn(stats_a.sum(0)[None])[0])
-        b = float(fn(stats_b.sum(0)[None])[0])
-        diffs = fn(boot.sums(stats_a)) - fn(boot.sums(stats_b))
+        if values is None:
+            a = float(np.mean([fn(s.sum(0)[None])[0] for s in sa]))
+            b = float(np.mean([fn(s.sum(0)[None])[0] for s in sb]))
+        else:
+            a, b = values
+        diffs = np.array([])
+        if boot is not None and boot.resamples:
+            diffs = (_seed_mean(sa, fn, boot, seed_draws(len(sa), boot.resamples, boot.seed, 0))
+                     - _seed_mean(sb, fn, boot, seed_draws(len(sb), boot.resamples, boot.seed, 1)))
     diffs = diffs[np.isfinite(diffs)]
+    n = sa[0].shape[0] if n is None else n
+    if not diffs.size:
+        return {**estimate(a - b, None, None, n), "a": _clean(a), "b": _clean(b), "p_value": None,
+                "verdict": None, "test": None}
     low, high = interval(diffs, alpha)
-    if diffs.size:
-        p = min(1.0, 2 * min(np.mean(diffs <= 0), np.mean(diffs >= 0)))
-    else:
-        p = float("nan")
+    p = min(1.0, 2 * min(float(np.mean(diffs <= 0)), float(np.mean(diffs >= 0))))
     verdict = "win" if low > 0 else "loss" if high < 0 else "tie"
-    return {**estimate(a - b, low, high, stats_a.shape[0]), "a": a, "b": b,
-            "p_value": None if not math.isfinite(p) else float(p), "verdict": verdict}
+    return {**estimate(a - b, low, high, n), "a": _clean(a), "b": _clean(b), "p_value": p,
+            "verdict": verdict, "test": TEST_BOOTSTRAP}
+
+
+def decide(entry: dict, *, alpha: float, binary_a: np.ndarray | None = None, binary_b: np.ndarray | None = None,
+           mask: np.ndarray | None = None, clusters: np.ndarray | None = None, seeds: tuple[int, int] = (1, 1),
+           unit: str = "sample") -> dict:
+    """Choose and name the test that decides a paired comparison `entry` (from paired_difference).
+
+    - 0/1 outcomes, one seed per side, no two compared samples in one cluster: the exact McNemar
+      test decides (p < alpha; direction from the difference). The bootstrap interval is still
+      shown, and a `note` says so when the two disagree.
+    - otherwise the paired (cluster) bootstrap decides when there are resamples; McNemar, if
+      computed, is shown for information only (it assumes independent pairs).
+    - no resamples and McNemar not applicable: no verdict (`verdict` None, `no_verdict` says why).
+    """
+    entry = dict(entry)
+    boot_verdict, boot_p = entry.get("verdict"), entry.get("p_value")
+    entry["bootstrap_p_value"] = boot_p
+    mask = None if mask is None else np.asarray(mask, dtype=bool)
+    why_not = "the metric is not a 0/1 outcome"
+    if binary_a is not None and binary_b is not None:
+        if seeds != (1, 1):
+            why_not = "several seeds per side"
+        else:
+            pick = slice(None) if mask is None else mask
+            entry["mcnemar"] = mcnemar_exact(binary_a[pick], binary_b[pick])
+            why_not = "" if independent(clusters, mask) else \
+                f"questions share {'an' if unit[0] in 'aeiou' else 'a'} {unit}"
+            if why_not:
+                entry["mcnemar"]["note"] = f"not used: {why_not}, and McNemar assumes independent pairs"
+    if not why_not:
+        p = entry["mcnemar"]["p_value"]
+        value = entry.get("value") or 0.0
+        entry["verdict"] = ("win" if value > 0 else "loss") if p < alpha and value != 0 else "tie"
+        entry["p_value"], entry["test"] = p, TEST_MCNEMAR
+        if boot_verdict is not None and (boot_verdict == "tie") != (entry["verdict"] == "tie"):
+            entry["note"] = (f"the bootstrap interval alone would say {boot_verdict}; the exact McNemar "
+                             f"test (p = {p:.4g}) decides for 0/1 outcomes")
+    elif boot_verdict is not None:
+        entry["test"] = (TEST_BOOTSTRAP + ("" if unit == "sample" else f" over {unit}s")
+                         + (" and seeds" if seeds != (1, 1) else ""))
+    else:
+        entry["verdict"], entry["test"], entry["p_value"] = None, None, None
+        entry["no_verdict"] = f"no bootstrap resamples (--bootstrap 0), and exact McNemar does not apply: {why_not}"
+    return entry
+
+
+def paired_compare(scores_a, scores_b, clusters: Sequence[object | None] | None = None, *,
+                   resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED, alpha: float = DEFAULT_ALPHA,
+                   binary: bool | None = None) -> dict:
+    """Paired comparison of two lists of per-id scores (same ids, same order) for a study runner.
+
+    scores_a / scores_b: (n,) per-id scores, or (seeds, n) for several training seeds per side.
+    clusters: a cluster id per id (image, study, patient; None = each id alone); resamples draw
+    clusters. binary: whether scores are 0/1 outcomes (default: detected). Returns
+    {difference, ci_low, ci_high, p_value, verdict, test, a, b, n, n_clusters} with the test
+    chosen as in `decide` (exact McNemar for independent 0/1 pairs, else the paired bootstrap).
+    """
+    a = np.atleast_2d(np.asarray(scores_a, dtype=np.float64))
+    b = np.atleast_2d(np.asarray(scores_b, dtype=np.float64))
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"scores_a has {a.shape[1]} ids, scores_b {b.shape[1]}: pair them by id first")
+    n = a.shape[1]
+    boot = Bootstrap.make(n, resamples, seed, clusters=clusters, unit="cluster" if clusters is not None else "sample")
+    if binary is None:
+        binary = bool(np.isin(a, (0.0, 1.0)).all() and np.isin(b, (0.0, 1.0)).all())
+    stats_a = [mean_stats(row)[0] for row in a]
+    stats_b = [mean_stats(row)[0] for row in b]
+    entry = paired_difference(stats_a, stats_b, _ratio, boot if resamples else None, alpha, n=n)
+    entry = decide(entry, alpha=alpha, binary_a=a[0] if binary else None, binary_b=b[0] if binary else None,
+                   clusters=boot.clusters, seeds=(a.shape[0], b.shape[0]), unit=boot.unit)
+    return {"difference": entry["value"], "ci_low": entry["ci_low"], "ci_high": entry["ci_high"],
+            "p_value": entry["p_value"], "verdict": entry["verdict"], "test": entry["test"],
+            "a": entry["a"], "b": entry["b"], "n": n, "n_clusters": boot.n_clusters,
+            **{k: entry[k] for k in ("mcnemar", "note", "no_verdict") if k in entry}}
+
+
+def holm(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Holm (1979) step-down adjusted p-values, in the input order: sort ascending, multiply the
+    i-th smallest (1-based) by m - i + 1, take the running maximum, cap at 1. None/NaN entries
+    stay None and do not count in m."""
+    vals = [None if p is None or not math.isfinite(float(p)) else float(p) for p in pvalues]
+    order = sorted((p, i) for i, p in enumerate(vals) if p is not None)
+    m = len(order)
+    out: list[float | None] = [None] * len(vals)
+    running = 0.0
+    for rank, (p, i) in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out
 
 
 @dataclass
@@ -151,15 +388,33 @@ class MetricSpec:
     stats: np.ndarray  # (n_rows, k)
     fn: Callable[[np.ndarray], np.ndarray]
     n: int
-    binary: np.ndarray | None = None  # 0/1 per row for accuracies (McNemar); None otherwise
+    binary: np.ndarray | None = None  # 0/1 per row for accuracies (McNemar, proportion intervals)
     mask: np.ndarray | None = None  # rows the metric covers (for McNemar on a subgroup)
     value: float | None = None  # overrides fn(sums) when a reference tool computes the value itself
     extra: dict | None = None
 
-    def evaluate(self, boot: Bootstrap | None, alpha: float = DEFAULT_ALPHA) -> dict:
+    def evaluate(self, boot: Bootstrap | None, alpha: float = DEFAULT_ALPHA,
+                 proportion: str | None = "wilson", clusters: np.ndarray | None = None) -> dict:
+        """The METRICS.json entry. 0/1 accuracies report the `proportion` interval (Wilson by
+        default, at the cluster-adjusted effective n) as ci_low/ci_high, with the percentile
+        bootstrap beside it; other metrics report the percentile bootstrap. `interval` names it.
+        `clusters` (default: the bootstrap's) set the design effect of the proportion interval."""
+        if clusters is None and boot is not None:
+            clusters = boot.clusters
         entry = corpus_metric(self.stats, self.fn, boot, n=self.n, alpha=alpha)
         if self.value is not None:
             entry["value"] = float(self.value)
+        if entry["ci_low"] is not None or entry["ci_high"] is not None:
+            entry["interval"] = "percentile bootstrap"
+        if self.binary is not None and proportion in PROPORTION_INTERVALS:
+            mask = self.mask if self.mask is not None else np.ones(len(self.binary), bool)
+            low, high, n_eff = proportion_interval(self.binary, mask, clusters,
+                                                   alpha, proportion)
+            entry["bootstrap_ci_low"], entry["bootstrap_ci_high"] = entry["ci_low"], entry["ci_high"]
+            entry["ci_low"], entry["ci_high"] = _clean(low), _clean(high)
+            entry["interval"] = proportion
+            if self.n and n_eff < self.n:
+                entry["n_effective"] = round(n_eff, 2)
         return {**entry, **(self.extra or {})}
 
 

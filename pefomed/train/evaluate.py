@@ -40,7 +40,7 @@ def evaluate(model, processor, recipe, data_dir, samples: list[Sample], metric: 
              stage: int) -> float:
     import torch.distributed as dist
 
-    from pefomed.infer.generate import Generator
+    from pefomed.models.generation import Generator
 
     generate = Generator(model, processor, recipe.data, data_dir, recipe.infer.max_new_tokens,
                          recipe.infer.num_beams, synced=stage == 3 and world > 1)

@@ -8,8 +8,6 @@ sharded by rank, so a resumed run sees exactly the batches an uninterrupted one 
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import random
 import resource
@@ -24,8 +22,10 @@ from pefomed.errors import UserError
 from pefomed.io import atomic_write, write_json
 from pefomed.models import run_dir as run_dir_layout
 from pefomed.models.run_dir import save_trained
+from pefomed.data.train_batches import EpochPlan, TrainingBatches
 from pefomed.recipe import Recipe
 from pefomed.records import read_split
+from pefomed.train.log import RunLog
 
 
 def _quiet_deepspeed() -> None:
@@ -56,18 +56,6 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def micro_batch_indices(n_samples: int, epoch: int, index: int, seed: int, batch: int, rank: int, world: int) -> list[int]:
-    """Sample indices of micro-batch `index` of `epoch` for `rank`: a seeded permutation per epoch,
-    consecutive slices interleaved across ranks (so the global batch equals a one-process batch of
-    batch * world samples)."""
-    import torch
-
-    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    order = torch.randperm(n_samples, generator=generator)
-    start = (index * world + rank) * batch
-    return order[start:start + batch].tolist()
-
-
 def _param_groups(model, weight_decay: float) -> list[dict]:
     """Weight decay on matrices only (PeFoMed/MiniGPT-v2): biases and norm weights are exempt."""
     decay, no_decay = [], []
@@ -76,15 +64,6 @@ def _param_groups(model, weight_decay: float) -> list[dict]:
             (decay if param.ndim >= 2 else no_decay).append(param)
     return [g for g in ({"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0})
             if g["params"]]
-
-
-def _tensorboard(run_dir: Path):
-    """A SummaryWriter in RUN_DIR/tensorboard when the tensorboard package is installed, else None."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(run_dir / run_dir_layout.TENSORBOARD_DIR))
 
 
 def _to_device(batch: dict, device, dtype):
@@ -107,71 +86,18 @@ class TrainResult:
     engine: object  # the DeepSpeed engine (under ZeRO-3, forward through it gathers parameters)
 
 
-class RunLog:
-    """train_log.jsonl, eval_log.jsonl, best.json and TensorBoard, written by the first process.
-
-    On resume, rows after the checkpoint's step are dropped (they belong to the interrupted
-    attempt and will be written again).
-    """
-
-    def __init__(self, run_dir: Path, is_main: bool, resumed_step: int | None, tensorboard: bool):
-        self.train_path, self.eval_path, self.best_path = (
-            run_dir / run_dir_layout.TRAIN_LOG, run_dir / run_dir_layout.EVAL_LOG, run_dir / run_dir_layout.BEST_JSON)
-        self.is_main = is_main
-        self.best = -math.inf
-        if resumed_step is not None and self.best_path.exists():
-            self.best = json.loads(self.best_path.read_text())["value"]
-        if is_main:
-            for path in (self.train_path, self.eval_path):
-                if resumed_step is None or not path.exists():
-                    path.unlink(missing_ok=True)
-                    continue
-                kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= resumed_step]
-                with atomic_write(path) as handle:
-                    handle.write("".join(line + "\n" for line in kept))
-            if resumed_step is None:
-                self.best_path.unlink(missing_ok=True)
-        self.board = _tensorboard(run_dir) if tensorboard and is_main else None
-
-    def _append(self, path: Path, row: dict) -> None:
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(row) + "\n")
-
-    def train_row(self, row: dict) -> None:
-        if self.is_main:
-            self._append(self.train_path, row)
-            if self.board:
-                for key in ("loss", "lr", "samples_per_s", "peak_memory_mb"):
-                    self.board.add_scalar(f"train/{key}", row[key], row["step"])
-
-    def eval_row(self, step: int, metric: str, value: float) -> bool:
-        """Record an evaluation; True when it is the best so far (on every process)."""
-        improved = value > self.best
-        self.best = max(self.best, value)
-        if self.is_main:
-            row = {"step": step, "metric": metric, "value": value, "best": self.best}
-            self._append(self.eval_path, row)
-            if improved:
-                write_json(self.best_path, row)
-            if self.board:
-                self.board.add_scalar(f"val/{metric}", value, step)
-            console.print(f"step {step}: val {metric} = {value:.4f}" + (" (best)" if improved else ""))
-        return improved
-
-    def close(self) -> None:
-        if self.board:
-            self.board.close()
-
-
 @dataclass
 class Plan:
-    """How long the run is and what it reads: fixed before the first step."""
+    """What the run reads and how long it is: fixed before the first step."""
 
     samples: list
-    micro_per_epoch: int
-    total_steps: int
+    epochs: EpochPlan
     val_samples: list
     metric: str | None
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs.total_steps
 
     @classmethod
     def make(cls, recipe: Recipe, data_dir: Path, world: int) -> "Plan":
@@ -179,16 +105,13 @@ class Plan:
 
         cfg = recipe.train
         samples = read_split(data_dir, recipe.data.train_split)
-        micro_per_epoch = len(samples) // (cfg.batch_size * world)
-        if micro_per_epoch < cfg.grad_accum:
-            raise UserError(f"{data_dir}/{recipe.data.train_split}.jsonl has {len(samples)} samples, fewer than one "
-                            f"global batch ({cfg.batch_size} x {world} processes x {cfg.grad_accum} accumulation)")
-        total = cfg.max_steps or max(1, math.ceil(cfg.epochs * (micro_per_epoch // cfg.grad_accum)))
+        epochs = EpochPlan.make(len(samples), cfg.batch_size, world, cfg.grad_accum, cfg.epochs, cfg.max_steps,
+                                where=f"{data_dir}/{recipe.data.train_split}.jsonl")
         val_samples, metric = [], None
         if cfg.eval_every:
             val_samples = read_split(data_dir, recipe.data.val_split or "val")[: cfg.eval_max_samples]
             metric = selection_metric(val_samples, cfg.select_metric)
-        return cls(samples, micro_per_epoch, total, val_samples, metric)
+        return cls(samples, epochs, val_samples, metric)
 
 
 def _check_inputs(recipe: Recipe, run_dir: Path, resume: bool) -> Path:
@@ -287,7 +210,6 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
     from pefomed.train.deepspeed_config import resolve, zero_stage
     from pefomed.train.distributed import barrier, device, init_distributed
     from pefomed.train.evaluate import evaluate
-    from pefomed.train.mixed_batches import BlankImagePadding
 
     run_dir, cfg = Path(run_dir), recipe.train
     data_dir = _check_inputs(recipe, run_dir, resume)
@@ -305,10 +227,17 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
     if resume:
         progress = checkpoints.load_checkpoint(engine, run_dir, rank)
         step, micro = progress["step"], progress["micro"]
+        if step >= plan.total_steps:
+            raise UserError(f"{run_dir}: the run finished at step {step} of {plan.total_steps}; nothing to resume",
+                            hint="its trained weights are in " + str(run_dir))
+        if is_main:
+            console.print(f"resuming {run_dir} from step {step} of {plan.total_steps} "
+                          f"(checkpoint {checkpoints.latest_tag(run_dir)})")
     log = RunLog(run_dir, is_main, step if resume else None, cfg.tensorboard)
     collator = Collator(processor, recipe.data, data_dir, train=True)
     has_vision = any(component_of(n) == "vision" for n, _ in engine.module.named_parameters())
-    pad_with_blank_image = BlankImagePadding(collator)
+    batches = TrainingBatches(plan.samples, collator, plan.epochs, cfg.batch_size, cfg.seed, rank, world,
+                              pad_blank_image=has_vision)
     engine.train()
     window = {"loss": 0.0, "micro": 0, "samples": 0, "start": time.perf_counter()}
     bar = progress_bar() if is_main else None
@@ -317,12 +246,8 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
         task = bar.add_task("training", total=plan.total_steps, completed=step, status="")
     try:
         while step < plan.total_steps:
-            epoch, index = divmod(micro, plan.micro_per_epoch)
-            ids = micro_batch_indices(len(plan.samples), epoch, index, cfg.seed, cfg.batch_size, rank, world)
-            encodings = [collator.encode(plan.samples[i]) for i in ids]
-            if has_vision:
-                encodings = pad_with_blank_image(encodings)
-            loss = engine(**_to_device(collator(encodings), device(), dtype)).loss
+            ids, batch = batches[micro]
+            loss = engine(**_to_device(batch, device(), dtype)).loss
             engine.backward(loss)
             engine.step()
             micro += 1
@@ -338,7 +263,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
                     dist.all_reduce(mean_loss)
                     mean_loss /= world
                 elapsed = max(time.perf_counter() - window["start"], 1e-9)
-                row = {"step": step, "epoch": round(micro / plan.micro_per_epoch, 4),
+                row = {"step": step, "epoch": round(micro / plan.epochs.micro_per_epoch, 4),
                        "loss": round(mean_loss.item(), 6), "lr": scheduler.get_last_lr()[0],
                        "samples_per_s": round(window["samples"] / elapsed, 3),
                        "peak_memory_mb": round(peak_memory_mb(), 1)}
@@ -356,6 +281,13 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
             if (cfg.save_every and step % cfg.save_every == 0) or step == plan.total_steps:
                 checkpoints.save_checkpoint(engine, run_dir, step, {"step": step, "micro": micro}, rank,
                                             cfg.keep_checkpoints)
+    except KeyboardInterrupt:
+        if is_main:
+            tag = checkpoints.latest_tag(run_dir)
+            console.print(f"interrupted at step {step} of {plan.total_steps}; " + (
+                f"kept checkpoint {tag}: continue with `pefomed train --resume {run_dir}`" if tag else
+                "no checkpoint was saved yet (set train.save_every to keep progress); start the run again"))
+        raise
     finally:
         if bar:
             bar.stop()

@@ -100,3 +100,24 @@ def test_remote_code_from_a_run_dir_needs_the_flag(tiny_run, demo_data, tmp_path
     assert main(["export", str(run), "--out", str(tmp_path / "exp")]) == 2
     assert main(["infer", str(run), "--data", str(demo_data), "--out", str(tmp_path / "p.jsonl"),
                  "--max-new-tokens", "1", "--trust-remote-code"]) == 0
+
+
+def test_prompt_flags_reach_the_answers_and_the_settings(tiny_base, demo_data, tmp_path):
+    out = tmp_path / "fs.jsonl"
+    assert main(["infer", str(tiny_base), "--data", str(demo_data), "--out", str(out), "--max-new-tokens", "2",
+                 "--shots", "1", "--shots-seed", "3", "--closed-answer", "rank", "--system-prompt", "You are a radiologist.",
+                 "--limit", "5", "--limit-seed", "1"]) == 0
+    answered = rows(out)
+    assert len(answered) == 5
+    prompt = json.loads((tmp_path / "fs.settings.json").read_text())["prompt"]
+    assert prompt["shots"] == 1 and prompt["shots_seed"] == 3 and prompt["closed_answer"] == "rank"
+    assert prompt["system_prompt"] == "You are a radiologist."
+    assert set(prompt["exemplars"]) == {r["id"] for r in answered}
+    closed = [r for r in answered if r["answer_type"] == "closed" and " or " not in r["question"]]
+    assert closed and all(r["prediction"] in ("yes", "no") for r in closed)  # ranked, never generated text
+    # the subsample depends on the seed and the ids only
+    again = tmp_path / "again.jsonl"
+    assert main(["infer", "tiny-demo", "--data", str(demo_data), "--out", str(again), "--max-new-tokens", "1",
+                 "--blind", "--limit", "5", "--limit-seed", "1"]) == 0
+    assert [r["id"] for r in rows(again)] == [r["id"] for r in answered]
+    assert json.loads((tmp_path / "again.settings.json").read_text())["prompt"]["blind"] is True

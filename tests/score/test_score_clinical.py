@@ -28,8 +28,9 @@ CASES = [
     ("Pneumothorax?", {"Pneumothorax": -1}),
     ("A 2 cm nodule in the right upper lobe; no consolidation.", {"Lung Lesion": 1, "Consolidation": 0}),
     ("Widened mediastinum.", {"Enlarged Cardiomediastinum": 1}),
+    # "likely" is not an uncertainty cue of the CheXpert labeler ("less likely" is): positive.
     ("No pneumonia. Left basilar consolidation, likely atelectasis.",
-     {"Pneumonia": 0, "Consolidation": 1, "Atelectasis": -1}),
+     {"Pneumonia": 0, "Consolidation": 1, "Atelectasis": 1}),
     ("Pleural thickening at the apex.", {"Pleural Other": 1}),
 ]
 

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from corpus_gen import make_corpus  # noqa: E402
 
 from pefomed.score.nlg import NlgStats, lcs_length, tokenize_pairs  # noqa: E402
-from pefomed.score.tokenize import ptb_tokenize  # noqa: E402
+from pefomed.score.tokenize import ptb_tokenize_many  # noqa: E402
 
 pycoco = pytest.importorskip("pycocoevalcap")
 java = pytest.mark.skipif(subprocess.run(["which", "java"], capture_output=True).returncode != 0, reason="needs Java")
@@ -54,9 +54,14 @@ def coco_tokenized(corpus):
 def test_ptb_tokenizer_matches_the_jar(corpus, coco_tokenized):
     hyps, refs = corpus
     gts, res = coco_tokenized
+    ours, _ = ptb_tokenize_many(hyps)
     for i, h in enumerate(hyps):
-        assert ptb_tokenize(h) == res[i][0], h
-        assert [ptb_tokenize(r) for r in refs[i]] == gts[i]
+        assert ours[i] == res[i][0], h
+    flat, _ = ptb_tokenize_many([r for rs in refs for r in rs])
+    pos = 0
+    for i, rs in enumerate(refs):
+        assert flat[pos:pos + len(rs)] == gts[i]
+        pos += len(rs)
 
 
 @java

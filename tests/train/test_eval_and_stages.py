@@ -14,8 +14,10 @@ from pefomed.cli.app import main
 def spot_data(tmp_path_factory):
     from pefomed.data.synthetic import write_bright_spot_dataset
 
+    from pefomed.records import read_split, write_split
+
     data = write_bright_spot_dataset(tmp_path_factory.mktemp("spot") / "data", n_train=32, n_test=8)
-    shutil.copy(data / "test.jsonl", data / "val.jsonl")
+    write_split(data, "val", read_split(data, "test"))
     return data
 
 
@@ -39,6 +41,9 @@ def test_eval_needs_a_val_split(tmp_path, spot_data, capsys):
     data = tmp_path / "noval"
     shutil.copytree(spot_data, data)
     (data / "val.jsonl").unlink()
+    manifest = json.loads((data / "manifest.json").read_text())
+    del manifest["splits"]["val"]
+    (data / "manifest.json").write_text(json.dumps(manifest))
     assert main(["train", "tiny-demo", "--data", str(data), "--out", str(tmp_path / "r"), "train.eval_every=2"]) == 2
     assert "no 'val' split" in capsys.readouterr().err
 
@@ -72,19 +77,16 @@ def test_init_from_must_be_a_finished_run(tmp_path, spot_data, capsys):
 
 @pytest.mark.slow
 def test_report_runs_are_selected_by_bleu4_plus_cider(tmp_path, spot_data):
-    from pefomed.io import write_jsonl
-    from pefomed.records import Sample, read_split
+    from pefomed.records import Sample, read_split, write_split
 
     reports = ["The heart size is normal. The lungs are clear.", "Small bilateral pleural effusions."]
     data = tmp_path / "reports"
     data.mkdir()
-    (data / "images").symlink_to(spot_data / "images")
-    (data / "manifest.json").write_text("{}")
+    shutil.copytree(spot_data / "images", data / "images")
     for split in ("train", "val"):
         images = [s.images for s in read_split(spot_data, "train" if split == "train" else "test")]
-        write_jsonl(data / f"{split}.jsonl", (Sample(id=f"{split}-{i}", task="report", images=imgs,
-                                                     answer=reports[i % 2]).to_dict()
-                                              for i, imgs in enumerate(images)))
+        write_split(data, split, [Sample(id=f"{split}-{i}", task="report", images=imgs, answer=reports[i % 2])
+                                  for i, imgs in enumerate(images)])
     run = tmp_path / "run"
     assert main(["train", "tiny-demo", "--data", str(data), "--out", str(run), "train.max_steps=4",
                  "train.batch_size=8", "train.eval_every=2", "infer.max_new_tokens=12"]) == 0

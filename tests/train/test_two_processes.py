@@ -51,14 +51,14 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
 @pytest.mark.slow
 def test_zero3_two_processes_with_text_only_batches_do_not_hang(tmp_path):
     from pefomed.data.synthetic import write_bright_spot_dataset
-    from pefomed.io import write_jsonl
+    from pefomed.records import write_split
     from pefomed.records import read_split
 
     data = write_bright_spot_dataset(tmp_path / "data", n_train=8, n_test=2)
     samples = read_split(data, "train")
     for sample in samples[1::2]:
         sample.images, sample.question = [], "A question without an image?"
-    write_jsonl(data / "train.jsonl", (s.to_dict() for s in samples))
+    write_split(data, "train", samples)
     # batch 1: at every step one process has an image sample, the other a text-only one
     proc = torchrun(["train", "tiny-demo", "--data", str(data), "--out", str(tmp_path / "run"),
                      "train.batch_size=1", "train.deepspeed=zero3", *COMMON], cwd=tmp_path, timeout=300)

@@ -3,6 +3,7 @@ adapter is gathered (non-empty) and reloads to the trained model's outputs; batc
 images train; gradient checkpointing works with the frozen vision tower."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -57,8 +58,7 @@ def test_zero_stages_agree_and_zero3_saves_a_gathered_adapter(tmp_path, spot_dat
 
 @pytest.mark.slow
 def test_batches_mixing_samples_with_and_without_images(tmp_path, spot_data):
-    from pefomed.io import write_jsonl
-    from pefomed.records import read_split
+    from pefomed.records import read_split, write_split
 
     samples = read_split(spot_data, "train")
     for i, sample in enumerate(samples):
@@ -67,9 +67,8 @@ def test_batches_mixing_samples_with_and_without_images(tmp_path, spot_data):
             sample.question = "Is the answer to this text-only question yes?"
     mixed = tmp_path / "mixed"
     mixed.mkdir()
-    (mixed / "images").symlink_to(spot_data / "images")
-    write_jsonl(mixed / "train.jsonl", (s.to_dict() for s in samples))
-    (mixed / "manifest.json").write_text(json.dumps({"format": "test"}))
+    shutil.copytree(spot_data / "images", mixed / "images")  # a DATA_DIR's images live inside it
+    write_split(mixed, "train", samples)
     # a batch of only text-only samples happens too: batch_size 1 walks them one by one
     result = run(tmp_path, mixed, "run", ["train.batch_size=1", "train.max_steps=4", "train.deepspeed=zero3"])
     log = [json.loads(line) for line in open(result.run_dir / "train_log.jsonl")]
