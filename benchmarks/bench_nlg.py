@@ -20,7 +20,7 @@ def main() -> None:
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge
 
-    from pefomed.score.nlg import NlgStats, tokenize_pairs
+    from pefomed.metrics.nlg import NlgStats, tokenize_pairs
     from pefomed.score.stats import Bootstrap
 
     parser = argparse.ArgumentParser()

@@ -103,7 +103,7 @@ class DataSection(_Section):
     dir: Optional[str] = Field(None, description="DATA_DIR written by `pefomed prepare` (or --data)")
     train_split: str = "train"
     val_split: Optional[str] = None
-    # one template, a list (pool), {closed: [...], open: [...]}, or "pool:NAME" (pefomed.data.templates)
+    # one template, a list (pool), {closed: [...], open: [...]}, or "pool:NAME" (pefomed.instructions)
     vqa_template: Union[str, list[str], dict[str, list[str]]] = "{question}"
     report_prompt: Union[str, list[str]] = "Describe the findings of this image."
     template_seed: int = 0  # picks each sample's template from a pool
@@ -113,7 +113,7 @@ class DataSection(_Section):
 
     @model_validator(mode="after")
     def _templates_are_valid(self):
-        from pefomed.data.templates import check
+        from pefomed.instructions import check
 
         check(self.vqa_template, "data.vqa_template", needs_question=True)
         check(self.report_prompt, "data.report_prompt", needs_question=False)

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from pefomed.data.images import load_image
-from pefomed.data.templates import instruction
+from pefomed.instructions import instruction
 from pefomed.errors import UserError
 from pefomed.recipe import DataSection
 from pefomed.records import Sample

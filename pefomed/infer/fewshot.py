@@ -137,7 +137,7 @@ class Prompting:
         if self.system_prompt is not None and not self.system_prompt.strip():
             raise UserError("--system-prompt is empty; leave it out for no system prompt")
         if self.template is not None:
-            from pefomed.data.templates import check
+            from pefomed.instructions import check
 
             check(self.template, "--template", needs_question=True)
 

@@ -46,7 +46,7 @@ def predict(samples: list[Sample], image_root: Path, recipe, bundle, out: str | 
 
     `prompting` (pefomed.infer.fewshot.Prompting) changes how they are asked; None is the recipe's
     zero-shot prompt. `prompt_settings` with the same arguments says what was asked."""
-    from pefomed.data.templates import instruction
+    from pefomed.instructions import instruction
     from pefomed.infer.fewshot import Prompting
     from pefomed.infer.rank import Ranker, closed_candidates
 

@@ -28,7 +28,7 @@ PROPORTION_INTERVALS = ("wilson", "clopper-pearson", "bootstrap")
 
 def _vqa_conventions() -> tuple[str, ...]:
     # resolved when validating, so that declaring the CLI does not import the scorers (and numpy)
-    from pefomed.score.vqa import CONVENTIONS
+    from pefomed.metrics.vqa import CONVENTIONS
 
     return tuple(CONVENTIONS)
 
@@ -249,7 +249,7 @@ def output_checks(rows: list, path: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------- paired comparison
 
 def _agreement_fields(row, keys_row) -> dict[str, Any]:
-    from pefomed.score import vqa as vqa_mod
+    from pefomed.metrics import vqa as vqa_mod
     from pefomed.score.vqa_section import GROUP_KEYS, group_value
 
     out = {"task": row.task}

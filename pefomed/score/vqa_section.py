@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pefomed.score import vqa
+from pefomed.metrics import vqa
 from pefomed.score.rows import Row
 from pefomed.score.stats import MetricSpec, accuracy_spec
 

@@ -27,10 +27,10 @@ def selection_metric(samples: list[Sample], choice: str) -> str:
 
 def metric_value(name: str, samples: list[Sample], predictions: list[str]) -> float:
     if name == "vqa_accuracy":
-        from pefomed.score.vqa import exact_match
+        from pefomed.metrics.vqa import exact_match
 
         return sum(exact_match(p, s.answer) for p, s in zip(predictions, samples)) / len(samples)
-    from pefomed.score.nlg import corpus_scores
+    from pefomed.metrics.nlg import corpus_scores
 
     scores = corpus_scores(predictions, [[s.answer] for s in samples])
     return scores["BLEU-4"] + scores["CIDEr-D"]

@@ -40,7 +40,7 @@ def test_recipe_validates_with_paper_settings(path):
     vqa = r.data.vqa_template.replace("{question}", "{q}")
     body = " ".join([c.image_prompt, vqa])
     assert c.prompt_template.replace("{content}", body).replace("{q}", "{question}") == VQA_PROMPT
-    from pefomed.data.templates import resolve
+    from pefomed.instructions import resolve
 
     pool = resolve(r.data.report_prompt, "data.report_prompt")
     assert isinstance(pool, list) and len(pool) > 1 and all(p.startswith("[report] ") for p in pool)

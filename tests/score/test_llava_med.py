@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pefomed.score import conventions
-from pefomed.score.vqa import (CONVENTIONS, counted_rows, llava_closed, llava_closed_run_eval, llava_normalize,
+from pefomed.metrics.vqa import (CONVENTIONS, counted_rows, llava_closed, llava_closed_run_eval, llava_normalize,
                                llava_open_recall, per_sample_scores)
 
 

@@ -25,7 +25,7 @@ def _coco_meteor(hyps, refs):
 
 def test_corpus_score_from_summed_stats_equals_the_jar():
     from pefomed.score.meteor import aggregable, meteor_scores, score_from_sums
-    from pefomed.score.nlg import tokenize_pairs
+    from pefomed.metrics.nlg import tokenize_pairs
 
     hyps, refs = tokenize_pairs(*make_corpus(250, seed=7))
     result = meteor_scores(hyps, refs)
@@ -55,7 +55,7 @@ def _rows():
 
 def test_value_is_pycocoevalcap_and_inside_its_own_interval(tmp_path):
     from pefomed.score.run import score_files
-    from pefomed.score.tokenize import ptb_tokenize
+    from pefomed.metrics.tokenize import ptb_tokenize
 
     rows = _rows()
     path = tmp_path / "PRED.jsonl"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pefomed.score import tokenize as tok
+from pefomed.metrics import tokenize as tok
 
 CORPUS = Path(__file__).parent / "data" / "ptb_parity_corpus.jsonl"
 pytest.importorskip("pycocoevalcap")

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from pefomed.score import vqa
+from pefomed.metrics import vqa
 from pefomed.score.run import ScoreOptions
 
 PEFOMED = shutil.which("pefomed")

@@ -21,7 +21,7 @@ def test_vqa_metric_module():
 
 
 def test_nlg_metric_module_equals_library():
-    from pefomed.score.nlg import corpus_scores
+    from pefomed.metrics.nlg import corpus_scores
 
     preds = ["No pleural effusion.", "Mild cardiomegaly is noted."]
     refs = [["No effusion or pneumothorax."], ["Cardiomegaly is mild.", "Mild cardiomegaly."]]

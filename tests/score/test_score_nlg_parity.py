@@ -11,8 +11,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from corpus_gen import make_corpus  # noqa: E402
 
-from pefomed.score.nlg import NlgStats, lcs_length, tokenize_pairs  # noqa: E402
-from pefomed.score.tokenize import ptb_tokenize_many  # noqa: E402
+from pefomed.metrics.nlg import NlgStats, lcs_length, tokenize_pairs  # noqa: E402
+from pefomed.metrics.tokenize import ptb_tokenize_many  # noqa: E402
 
 pycoco = pytest.importorskip("pycocoevalcap")
 java = pytest.mark.skipif(subprocess.run(["which", "java"], capture_output=True).returncode != 0, reason="needs Java")

@@ -6,7 +6,7 @@ import pytest
 
 from pefomed.errors import UserError
 from pefomed.score.run import print_metrics, score_files
-from pefomed.score.vqa import exact_match, llava_closed, llava_open_recall, normalize_answer
+from pefomed.metrics.vqa import exact_match, llava_closed, llava_open_recall, normalize_answer
 
 
 @pytest.mark.parametrize("raw,expected", [

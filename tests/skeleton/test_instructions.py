@@ -1,6 +1,6 @@
 import pytest
 
-from pefomed.data.templates import POOLS, instruction
+from pefomed.instructions import POOLS, instruction
 from pefomed.errors import UserError
 from pefomed.recipe import load_recipe
 from pefomed.records import Sample

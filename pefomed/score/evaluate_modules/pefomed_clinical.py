@@ -5,13 +5,13 @@ import datasets
 import evaluate
 import numpy as np
 
-from pefomed.score.clinical import FIVE, OBSERVATIONS, _prf, confusion, label_matrix
+from pefomed.score.clinical import DEFAULT_UNCERTAIN, FIVE, OBSERVATIONS, _prf, confusion, label_matrix
 
 _DESCRIPTION = "CE precision/recall/F1 (micro, macro) over 14 CheXpert observations and the 5-label subset."
 _KWARGS = """
 Args:
     predictions: list of str reports. references: list of str reports.
-    uncertain: "positive" (default), "negative" or "ignore".
+    uncertain: "negative" (default: R2Gen's protocol, uncertain -> 0), "positive" or "ignore".
 Returns: {"f1_micro/14", "f1_macro/14", "f1_micro/5", ...}.
 """
 
@@ -24,7 +24,7 @@ class PefomedClinical(evaluate.Metric):
             features=datasets.Features({"predictions": datasets.Value("string"),
                                         "references": datasets.Value("string")}))
 
-    def _compute(self, predictions, references, uncertain="positive"):
+    def _compute(self, predictions, references, uncertain=DEFAULT_UNCERTAIN):
         conf = confusion(label_matrix(list(predictions), uncertain), label_matrix(list(references), uncertain))
         out = {}
         for suffix, obs in (("14", OBSERVATIONS), ("5", FIVE)):

@@ -4,7 +4,7 @@
 import datasets
 import evaluate
 
-from pefomed.score.nlg import corpus_scores
+from pefomed.metrics.nlg import corpus_scores
 
 _DESCRIPTION = "BLEU-1..4, ROUGE-L, CIDEr-D computed exactly as pycocoevalcap computes them."
 _KWARGS = """

@@ -3,13 +3,15 @@
 import datasets
 import evaluate
 
-from pefomed.score.vqa import CONVENTIONS, answer_type_of, per_sample_scores
+from pefomed.metrics.vqa import CONVENTIONS, answer_type_of, counted_rows, per_sample_scores
 
 _DESCRIPTION = "Medical VQA accuracy: exact match after VQA normalization (PeFoMed) or LLaVA-Med's lenient rules."
 _KWARGS = """
 Args:
     predictions: list of str. references: list of str.
-    convention: "exact" (default) or "llava-med".
+    convention: "exact" (default, PeFoMed), "llava-med" (LLaVA-Med's run_eval_batch.py) or
+        "llava-med-run-eval" (its run_eval.py: closed rows whose prediction has yes/no but not the
+        reference leave the denominator, as there).
     answer_types: optional list of "closed"/"open" (default: yes/no references are closed).
 Returns: {"accuracy", "closed", "open"} (closed/open only when present).
 """
@@ -28,9 +30,11 @@ class PefomedVqa(evaluate.Metric):
             raise ValueError(f"convention must be one of {CONVENTIONS}")
         kinds = [answer_type_of(r, (answer_types or [None] * len(references))[i]) for i, r in enumerate(references)]
         scores = per_sample_scores(list(predictions), list(references), kinds, convention)
-        out = {"accuracy": float(scores.mean()) if len(scores) else 0.0}
+        keep = counted_rows(list(predictions), list(references), kinds, convention)
+        kept = scores[keep]
+        out = {"accuracy": float(kept.mean()) if len(kept) else 0.0}
         for kind in ("closed", "open"):
-            sel = [s for s, k in zip(scores, kinds) if k == kind]
+            sel = [s for s, k, counted in zip(scores, kinds, keep) if k == kind and counted]
             if sel:
                 out[kind] = float(sum(sel) / len(sel))
         return out
