@@ -31,7 +31,7 @@ CLICK_ERRORS = _classes("ClickException")
 CLICK_EXITS = _classes("Exit")
 CLICK_ABORTS = _classes("Abort")
 
-from pefomed.console import console
+from pefomed.console import console, interrupt_explained
 from pefomed.errors import UserError
 
 app = typer.Typer(
@@ -73,6 +73,8 @@ def _command_of(args: list[str]) -> list[str]:
 
 
 def _interrupted() -> int:
+    if interrupt_explained():  # the command said what it kept
+        return 130
     console.print("[red]interrupted[/]: every output written so far is a complete file; partial files were "
                   "left as .partial (infer resumes from them) or discarded; `pefomed train --resume RUN_DIR` "
                   "continues a run from its last checkpoint")

@@ -19,7 +19,9 @@ carries its model args.
 
 from __future__ import annotations
 
+import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +45,36 @@ BEST_JSON = "best.json"
 LAST_JSON = "last.json"
 TRAINABLE_JSON = "trainable.json"
 TENSORBOARD_DIR = "tensorboard"
+
+
+LOCK_FILE = ".pefomed-train.lock"
+
+
+@contextmanager
+def exclusive(run_dir: Path):
+    """Held by the one `pefomed train` writing RUN_DIR: a second one started on the same folder
+    refuses at once instead of interleaving its writes. An OS lock (flock), so a killed run never
+    leaves a stale lock behind."""
+    import fcntl
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(run_dir / LOCK_FILE, "a+", encoding="utf-8")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise UserError(f"{run_dir}: another `pefomed train` is writing this run ({holder}); wait for it to "
+                            f"finish or choose another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
 
 
 def holds_a_run(run_dir: Path) -> bool:

@@ -6,6 +6,7 @@ The rest of RUN_DIR (layout, trained weights, loading a run) is pefomed.models.r
 from __future__ import annotations
 
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -74,11 +75,45 @@ def save_checkpoint(engine, run_dir: Path, step: int, progress: dict, rank: int,
 
 def latest_tag(run_dir: Path) -> str | None:
     latest = run_dir / CHECKPOINTS / "latest"
-    return latest.read_text().strip() if latest.is_file() else None
+    if not latest.is_file():
+        return None
+    tag = latest.read_text(encoding="utf-8", errors="replace").strip()
+    if not re.fullmatch(r"step-\d{7}", tag):  # never a path: "../x" must not lead outside RUN_DIR
+        raise UserError(f"{latest}: {tag[:60]!r} is not a checkpoint tag written by pefomed (step-NNNNNNN)")
+    return tag
+
+
+def _deepspeed_safe_globals() -> list:
+    """The DeepSpeed classes its own checkpoints hold besides tensors and containers (plain data:
+    an enum, the loss-scaler settings, a named tuple of fragment addresses)."""
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [ZeroStageEnum, LossScaler, fragment_address]
+
+
+def verify_checkpoint_files(folder: Path) -> None:
+    """DeepSpeed loads its checkpoint files with torch.load(weights_only=False), which runs whatever
+    a pickle asks for. Before it does, every file must load with weights_only=True and only the
+    DeepSpeed data classes above allowed: a crafted RUN_DIR can hold data, never code to run."""
+    allowed = _deepspeed_safe_globals()
+    for path in sorted(folder.rglob("*.pt")):
+        try:
+            with torch.serialization.safe_globals(allowed):
+                torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            what = str(err).strip().splitlines()
+            detail = next((line.strip() for line in what if "GLOBAL" in line or "Unsupported" in line), type(err).__name__)
+            raise UserError(f"{path}: refusing to resume from this checkpoint file: it holds more than tensors and "
+                            f"DeepSpeed's plain data ({detail[:200]})",
+                            hint="a checkpoint from a newer DeepSpeed, or a crafted file; start the run afresh") from None
 
 
 def load_checkpoint(engine, run_dir: Path, rank: int) -> dict:
     tag = latest_tag(run_dir)
+    folder = run_dir / CHECKPOINTS / tag
+    verify_checkpoint_files(folder)
     _, client = engine.load_checkpoint(str(run_dir / CHECKPOINTS), tag=tag, load_module_strict=False)
-    set_rng_state(load_rng_state(run_dir / CHECKPOINTS / tag / f"rng_rank{rank}.pt"))
+    set_rng_state(load_rng_state(folder / f"rng_rank{rank}.pt"))
     return client["progress"]

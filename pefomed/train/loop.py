@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pefomed.console import console, progress_bar
+from pefomed.console import console, explain_interrupt, progress_bar
 from pefomed.errors import UserError
 from pefomed.io import atomic_write, write_json
 from pefomed.models import run_dir as run_dir_layout
@@ -35,6 +35,9 @@ def _quiet_deepspeed() -> None:
 
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    # "No CUDA runtime is found" (torch's C++ extension loader, imported by DeepSpeed) is noise on a
+    # machine without a GPU: the run says which device it uses
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     from deepspeed.utils import logger as ds_logger
 
     ds_logger.setLevel(logging.WARNING)
@@ -284,7 +287,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
     except KeyboardInterrupt:
         if is_main:
             tag = checkpoints.latest_tag(run_dir)
-            console.print(f"interrupted at step {step} of {plan.total_steps}; " + (
+            explain_interrupt(f"interrupted at step {step} of {plan.total_steps}; " + (
                 f"kept checkpoint {tag}: continue with `pefomed train --resume {run_dir}`" if tag else
                 "no checkpoint was saved yet (set train.save_every to keep progress); start the run again"))
         raise

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pefomed.console import console
 from pefomed.errors import UserError
-from pefomed.models.run_dir import RECIPE_FILE, holds_a_run
+from pefomed.models.run_dir import RECIPE_FILE, exclusive, holds_a_run
 from pefomed.recipe import load_recipe
 
 
@@ -35,6 +35,10 @@ def start_or_resume(recipe_path: str | None, overrides: list[str], data: Path | 
         # only the first process checks: the others would find the recipe.yaml it just wrote
         if os.environ.get("RANK", "0") == "0" and holds_a_run(run_dir):
             raise UserError(f"{run_dir} already holds a run; choose another --out, or continue it with --resume {run_dir}")
-    result = train(recipe, run_dir, resume=resume is not None)
+    if os.environ.get("RANK", "0") == "0":
+        with exclusive(run_dir):  # the first process of a launch holds RUN_DIR for the whole run
+            result = train(recipe, run_dir, resume=resume is not None)
+    else:
+        result = train(recipe, run_dir, resume=resume is not None)
     console.print(f"trained weights: {result.saved}")
     return result.saved
