@@ -40,6 +40,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # plain help: examples keep their lines and indentation, and flags read `--merge`, not `--merge <bool>`
+    rich_markup_mode=None,
 )
 
 
@@ -56,6 +58,16 @@ def _register() -> None:
 
     for module in (prepare, train, infer, score, export, demo, study):
         module.register(app)
+    for info in app.registered_commands:
+        # the command list shows each command's first paragraph, never its "Examples:" heading
+        summary, _, examples = (info.help or "").partition("Example")
+        info.short_help = info.short_help or summary.strip()
+        if examples:
+            # an examples paragraph of its own, each example kept on its line ("\b": click must not rewrap)
+            heading, _, body = ("Example" + examples).partition("\n")
+            paragraphs = [para.strip("\n") for para in body.split("\n\n") if para.strip()]
+            info.help = summary.rstrip() + "\n\n" + heading.strip() + "\n\n" + "\n\n".join(
+                "\b\n" + para for para in paragraphs)
 
 
 _register()

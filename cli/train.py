@@ -10,7 +10,7 @@ import typer
 EXAMPLE = """
 Examples:
 
-  pefomed train recipes/tiny-demo.yaml --data prepared/vqa-rad --out runs/demo
+  pefomed train tiny-demo --data prepared/vqa-rad --out runs/demo      (a built-in recipe, by name)
 
   pefomed train my.yaml --data prepared/vqa-rad train.lr=3e-5 method.r=16
 

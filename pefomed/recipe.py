@@ -165,15 +165,45 @@ class Recipe(_Section):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-def _format_validation_error(err: ValidationError, source: str) -> str:
-    lines = []
+def _known_keys(loc: tuple) -> list[str]:
+    """The keys the recipe section at `loc` (without its last part) accepts."""
+    model: type[BaseModel] = Recipe
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def _format_validation_error(err: ValidationError, source: str, overridden: dict | None = None) -> str:
+    """One line per problem; a key set on the command line is blamed on the override, not the file."""
+    import difflib
+
+    overridden = overridden or {}
+    lines: list[tuple[str, bool]] = []
+    blamed_override = False
     for item in err.errors():
-        key = ".".join(str(part) for part in item["loc"])
+        loc = tuple(item["loc"])
+        key = ".".join(str(part) for part in loc)
+        node, from_override = overridden, True
+        for part in loc:
+            node = node.get(part) if isinstance(node, dict) and part in node else None
+            if node is None:
+                from_override = False
+                break
+        blamed_override |= from_override
         if item["type"] == "extra_forbidden":
-            lines.append(f"unknown recipe key '{key}'")
+            close = difflib.get_close_matches(str(loc[-1]), _known_keys(loc), n=1)
+            hint = f" (did you mean '{'.'.join([*map(str, loc[:-1]), close[0]])}'?)" if close else ""
+            line = f"unknown recipe key '{short(key, 80)[1:-1]}'{hint}"
         else:
-            lines.append(f"recipe key '{short(key, 80)[1:-1]}': {item['msg']} (got {short(item.get('input'), 80)})")
-    return f"{source}: " + "; ".join(lines)
+            line = f"recipe key '{short(key, 80)[1:-1]}': {item['msg']} (got {short(item.get('input'), 80)})"
+        lines.append((line, from_override))
+    if blamed_override and all(from_override for _, from_override in lines):
+        return "override: " + "; ".join(line for line, _ in lines)
+    return f"{source}: " + "; ".join(line + (" (override)" if from_override else "") for line, from_override in lines)
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any, source: str) -> None:
@@ -223,7 +253,9 @@ def builtin_recipe_exists(name: str) -> bool:
 
 def builtin_recipe_names() -> list[str]:
     root = Path(str(resources.files("pefomed.recipes")))
-    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+    # training recipes only (recipes/studies/ holds study files for `pefomed study`)
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml")
+                  if p.relative_to(root).parts[0] != "studies")
 
 
 def builtin_recipe_path(name: str) -> Path:
@@ -263,14 +295,15 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     check_unicode(tree, str(path))
     if not isinstance(tree, dict):
         raise UserError(f"{path}: a recipe must be a mapping of sections (model, method, data, train, infer)")
-    tree = _merge(tree, parse_overrides(overrides or []))
-    return validate_recipe(tree, str(path))
+    overridden = parse_overrides(overrides or [])
+    tree = _merge(tree, overridden)
+    return validate_recipe(tree, str(path), overridden)
 
 
-def validate_recipe(tree: dict, source: str = "recipe") -> Recipe:
+def validate_recipe(tree: dict, source: str = "recipe", overridden: dict | None = None) -> Recipe:
     try:
         return Recipe.model_validate(tree)
     except ValidationError as err:
-        raise UserError(_format_validation_error(err, source)) from None
+        raise UserError(_format_validation_error(err, source, overridden)) from None
     except UserError as err:  # raised by a section's own check, e.g. a template without {question}
         raise UserError(f"{source}: {clip(str(err), 600)}") from None  # clipped: it may quote a 100 kB value
