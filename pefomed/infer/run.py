@@ -133,6 +133,31 @@ def _publish_settings(out: Path, settings: dict) -> None:
         os.remove(record)
 
 
+def trained_tasks(recipe: Recipe) -> set[str] | None:
+    """The tasks (vqa, report) of the training split a run learned from, when its DATA_DIR's
+    manifest is still readable; None when that cannot be told."""
+    if not recipe.data.dir:
+        return None
+    try:
+        manifest = json.loads((Path(recipe.data.dir) / "manifest.json").read_text(encoding="utf-8"))
+        counts = manifest["counts"]["per_split"][recipe.data.train_split]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return {str(key).split("/")[0] for key in counts if key != "total"} or None
+
+
+def _check_report_request(source: ModelSource, recipe: Recipe, options: InferOptions) -> None:
+    """`--images` without `--question` asks each image for a report: say so, and refuse it for a run
+    that only ever learned to answer questions (its "reports" would be short answers)."""
+    if options.report_prompt is None and source.kind == "run" and trained_tasks(recipe) == {"vqa"}:
+        raise UserError(f"{source.text} was trained on VQA questions only, and --images without --question asks "
+                        f"for reports", hint="pass --question \"...\" (or --report-prompt to ask for reports anyway)")
+    from pefomed.console import console
+
+    console.print(f"no --question: asking each image for a report (prompt: {recipe.data.report_prompt!r})",
+                  highlight=False, markup=False)
+
+
 def infer(source_text: str, out: str | Path, data: str | Path | None = None, split: str = "test",
           images: str | Path | None = None, question: str | None = None,
           options: InferOptions | None = None) -> Path:
@@ -157,6 +182,8 @@ def infer(source_text: str, out: str | Path, data: str | Path | None = None, spl
         samples = subsample(samples, options.limit, options.limit_seed)
     recipe, bundle = load_source(source, trust_remote_code=options.trust_remote_code)
     options.apply(recipe)
+    if images is not None and question is None:
+        _check_report_request(source, recipe, options)
     batch_size = options.batch_size or recipe.infer.batch_size
     max_new_tokens = options.max_new_tokens or recipe.infer.max_new_tokens
     inputs = ({"data": str(Path(data).resolve()), "split": split} if data is not None

@@ -121,3 +121,21 @@ def test_prompt_flags_reach_the_answers_and_the_settings(tiny_base, demo_data, t
                  "--blind", "--limit", "5", "--limit-seed", "1"]) == 0
     assert [r["id"] for r in rows(again)] == [r["id"] for r in answered]
     assert json.loads((tmp_path / "again.settings.json").read_text())["prompt"]["blind"] is True
+
+
+def test_images_walks_sub_folders_with_relative_ids_and_takes_one_file(tiny_run, tmp_path, capsys):
+    from PIL import Image
+
+    for study in ("study1", "study2"):
+        (tmp_path / "scans" / study).mkdir(parents=True)
+        Image.new("RGB", (40, 40), (90, 90, 90)).save(tmp_path / "scans" / study / "image1.png")
+    (tmp_path / "scans" / "study1" / "notes.txt").write_text("not an image")
+    out = tmp_path / "q.jsonl"
+    assert main(["infer", str(tiny_run), "--images", str(tmp_path / "scans"), "--question", "Is this normal?",
+                 "--out", str(out), "--max-new-tokens", "1"]) == 0
+    assert [r["id"] for r in rows(out)] == ["study1/image1.png", "study2/image1.png"]
+    assert "1 other files ignored" in capsys.readouterr().err
+    one = tmp_path / "one.jsonl"
+    assert main(["infer", str(tiny_run), "--images", str(tmp_path / "scans" / "study2" / "image1.png"),
+                 "--question", "Is this normal?", "--out", str(one), "--max-new-tokens", "1"]) == 0
+    assert [r["id"] for r in rows(one)] == ["image1.png"]

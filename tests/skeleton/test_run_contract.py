@@ -71,11 +71,14 @@ def test_infer_on_a_plain_folder_of_images(tiny_run, tmp_path):
     assert all(r["question"] == "Is this normal?" and r["task"] == "vqa" and "reference" not in r for r in rows)
 
     out = tmp_path / "reports.jsonl"
-    assert main(["infer", str(tiny_run), "--images", str(tmp_path / "imgs"), "--out", str(out)]) == 0
-    rows = [json.loads(line) for line in open(out)]
     from pefomed.recipe import load_recipe
 
     prompt = load_recipe(tiny_run / "recipe.yaml").data.report_prompt
+    # the run learned VQA only: reports from it need the prompt said explicitly
+    assert main(["infer", str(tiny_run), "--images", str(tmp_path / "imgs"), "--out", str(out)]) == 2
+    assert main(["infer", str(tiny_run), "--images", str(tmp_path / "imgs"), "--out", str(out),
+                 "--report-prompt", prompt]) == 0
+    rows = [json.loads(line) for line in open(out)]
     assert len(rows) == 3 and all(r["task"] == "report" and r["question"] == prompt for r in rows)
 
 
