@@ -146,6 +146,9 @@ class TrainSection(_Section):
     select_metric: Literal["auto", "vqa_accuracy", "bleu4_cider"] = "auto"
     init_from: Optional[str] = Field(None, description="a RUN_DIR whose adapter/weights start this run (two-stage training)")
     tensorboard: bool = True  # log to RUN_DIR/tensorboard when the tensorboard package is installed
+    num_workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes that decode images and run the "
+                                                         "processor ahead of the model (0: in the training process)")
+    prefetch_batches: int = Field(2, gt=0, le=64, description="micro-batches each worker prepares ahead")
 
 
 class InferSection(_Section):

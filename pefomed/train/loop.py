@@ -69,6 +69,22 @@ def _param_groups(model, weight_decay: float) -> list[dict]:
             if g["params"]]
 
 
+def _loader(batches, start: int, end: int, cfg):
+    """Micro-batches start..end-1 in order. With train.num_workers, DataLoader worker processes
+    build them ahead of the model (decoding, processor, padding) into pinned memory; batch m is
+    the same either way (TrainingBatches has no hidden state), so resume and sharding are exact."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    if cfg.num_workers == 0:
+        return (batches[m] for m in range(start, end))
+    # the tokenizer's own thread pool must not be forked mid-use (it would deadlock or warn)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return DataLoader(batches, sampler=range(start, end), batch_size=None, num_workers=cfg.num_workers,
+                      prefetch_factor=cfg.prefetch_batches, pin_memory=torch.cuda.is_available(),
+                      multiprocessing_context="fork")
+
+
 def _to_device(batch: dict, device, dtype):
     import torch
 
@@ -242,14 +258,17 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
     batches = TrainingBatches(plan.samples, collator, plan.epochs, cfg.batch_size, cfg.seed, rank, world,
                               pad_blank_image=has_vision)
     engine.train()
-    window = {"loss": 0.0, "micro": 0, "samples": 0, "start": time.perf_counter()}
+    window = {"loss": 0.0, "micro": 0, "samples": 0, "data_wait": 0.0, "start": time.perf_counter()}
     bar = progress_bar() if is_main else None
     if bar:
         bar.start()
         task = bar.add_task("training", total=plan.total_steps, completed=step, status="")
+    micro_batches = iter(_loader(batches, micro, plan.total_steps * cfg.grad_accum, cfg))
     try:
         while step < plan.total_steps:
-            ids, batch = batches[micro]
+            wait_start = time.perf_counter()
+            ids, batch = next(micro_batches)
+            window["data_wait"] += time.perf_counter() - wait_start
             loss = engine(**_to_device(batch, device(), dtype)).loss
             engine.backward(loss)
             engine.step()
@@ -269,11 +288,13 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
                 row = {"step": step, "epoch": round(micro / plan.epochs.micro_per_epoch, 4),
                        "loss": round(mean_loss.item(), 6), "lr": scheduler.get_last_lr()[0],
                        "samples_per_s": round(window["samples"] / elapsed, 3),
-                       "peak_memory_mb": round(peak_memory_mb(), 1)}
+                       "peak_memory_mb": round(peak_memory_mb(), 1),
+                       # seconds the steps since the last row waited for their batches (the GPU idles then)
+                       "data_wait_s": round(window["data_wait"], 4), "elapsed_s": round(elapsed, 4)}
                 log.train_row(row)
                 if bar:
                     bar.update(task, completed=step, status=f"loss {row['loss']:.4f} lr {row['lr']:.2e}")
-                window = {"loss": 0.0, "micro": 0, "samples": 0, "start": time.perf_counter()}
+                window = {"loss": 0.0, "micro": 0, "samples": 0, "data_wait": 0.0, "start": time.perf_counter()}
             elif bar:
                 bar.update(task, completed=step)
             if cfg.eval_every and (step % cfg.eval_every == 0 or step == plan.total_steps):

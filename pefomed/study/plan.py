@@ -1,0 +1,327 @@
+"""A study's plan: the grid of cells and prompt selections, each with the exact `pefomed` commands.
+
+A *cell* is one (data set, model, adaptation, method, seed) combination: train (fine-tune only),
+infer the test split, score. A *selection* evaluates a pool of prompt candidates on the validation
+split for one (data set, model, adaptation[, seed]) and keeps the best (arXiv 2411.04118); the
+cells that need it (the adaptation's own, and a blind adaptation repeating it) wait for it.
+
+Ids are deterministic: a readable part (data.model.adaptation[.method][.sSEED]) and eight hex
+digits of a hash of everything that determines the cell's output (resolved sources and data,
+recipe text, overrides, prompts, seed, infer settings). Editing a study therefore never reuses a
+cell computed under other settings: the edited cell gets a new id and runs anew. Score settings are
+not part of the id (scoring is cheap and the report re-scores anyway).
+
+Seeds: a fine-tune trains once per seed (train.seed); a few-shot cell draws its examples with the
+seed (--shots-seed) unless every candidate of its pool fixes shots_seed; zero-shot and blind
+inference is greedy and deterministic, so those cells run once whatever the seeds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pefomed.errors import UserError
+from pefomed.study.spec import Adaptation, Candidate, ModelEntry, Study
+
+CELLS_DIR = "cells"
+SELECTIONS_DIR = "selections"
+DONE = "done.json"  # written last, atomically: the unit is finished
+
+
+@dataclass
+class Step:
+    """One `pefomed` command of a unit. `output` (relative to the unit folder) exists once it is done."""
+
+    name: str
+    argv: list[str]
+    output: str
+
+
+@dataclass
+class Unit:
+    """A cell or a selection: a folder under STUDY_DIR and the steps that fill it."""
+
+    kind: str  # "cell" | "selection"
+    id: str
+    data: str
+    model: str
+    adaptation: str
+    method: str | None
+    seed: int | None
+    task: str
+    folder: str  # relative to STUDY_DIR
+    steps: list[Step] = field(default_factory=list)
+    selection: str | None = None  # cell: the selection unit whose choice it infers with
+    candidates: list[dict] = field(default_factory=list)  # selection: the pool
+    metric: str | None = None  # selection: the metric it maximizes
+    pending: bool = False  # cell: its selection has not chosen yet, so the infer command is not final
+    definition: dict = field(default_factory=dict)  # what the id hashes
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Unit":
+        d = dict(d)
+        d["steps"] = [Step(**s) for s in d["steps"]]
+        return cls(**d)
+
+    @property
+    def group(self) -> tuple:
+        """Cells that differ only by seed form one row of the report."""
+        return (self.data, self.model, self.adaptation, self.method)
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:8]
+
+
+def resolve_source(source: str, root: Path) -> str:
+    """A local path (relative to the study file) becomes absolute; a hub id or built-in recipe name stays."""
+    path = Path(source).expanduser()
+    path = path if path.is_absolute() else root / path
+    return str(path.resolve()) if path.exists() else source
+
+
+def _recipe_text(recipe: str, root: Path) -> tuple[str, str]:
+    """(what to pass to `pefomed train`, the recipe's text for the id hash)."""
+    from pefomed.recipe import builtin_recipe_path
+
+    path = Path(recipe).expanduser()
+    path = path if path.is_absolute() else root / path
+    if path.is_file():
+        return str(path.resolve()), path.read_text(encoding="utf-8")
+    if Path(recipe).suffix in (".yaml", ".yml"):
+        raise UserError(f"recipe {recipe!r}: file not found (relative paths are relative to the study file)")
+    return recipe, builtin_recipe_path(recipe).read_text(encoding="utf-8")
+
+
+def model_train_overrides(model: ModelEntry, root: Path) -> list[str]:
+    """The recipe overrides that make `pefomed train RECIPE` fine-tune this model.
+
+    A recipe source lends its whole `model` section; a RUN_DIR lends its recipe's model section and
+    starts from its trained weights (train.init_from); a model folder or hub id is `kind: hf`.
+    """
+    if model.train_overrides:
+        return list(model.train_overrides)
+    from pefomed.recipe import load_recipe
+
+    source = resolve_source(model.source, root)
+    path = Path(source)
+    if (path / "recipe.yaml").is_file():
+        return [*_identity(load_recipe(path / "recipe.yaml").model), f"train.init_from={path}"]
+    if path.is_file() or (not path.exists() and "/" not in source and not source.startswith(".")):
+        # a recipe file, or a built-in recipe name such as tiny-demo
+        return _identity(load_recipe(source).model)
+    return ["model.kind=hf", f"model.name_or_path={source}"]
+
+
+def _identity(section) -> list[str]:
+    """The keys that say *which* model (not how to train it: freezing and the like stay the
+    fine-tune recipe's)."""
+    kind = section.kind
+    if kind == "hf":
+        return ["model.kind=hf", f"model.name_or_path={section.name_or_path}"]
+    sub = getattr(section, kind).model_dump(mode="json")
+    return [f"model.kind={kind}", f"model.{kind}={json.dumps(sub, sort_keys=True)}"]
+
+
+def split_task(data_dir: Path, split: str, where: str) -> str:
+    from pefomed.records import read_split
+
+    tasks = {s.task for s in read_split(data_dir, split)}
+    if len(tasks) != 1:
+        raise UserError(f"{where}: split {split!r} of {data_dir} mixes tasks {sorted(tasks)}; "
+                        "a study data set holds one task")
+    return tasks.pop()
+
+
+def pool_of(study: Study, adaptation: Adaptation) -> list[dict] | None:
+    from pefomed.study.pools import builtin_pool
+
+    spec = adaptation.prompts
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        pool = builtin_pool(spec[len("builtin:"):]) if spec.startswith("builtin:") else \
+            [c.model_dump(exclude_none=True) for c in study.prompts[spec]]
+    else:
+        pool = [c.model_dump(exclude_none=True) for c in spec]
+    out = []
+    for i, c in enumerate(pool):
+        c = {k: v for k, v in c.items() if v is not None}
+        c.setdefault("name", f"c{i}")
+        out.append(c)
+    return out
+
+
+def candidate_flags(candidate: dict | Candidate | None) -> list[str]:
+    if candidate is None:
+        return []
+    if isinstance(candidate, Candidate):
+        candidate = candidate.model_dump(exclude_none=True)
+    flags = []
+    for key, flag in (("system_prompt", "--system-prompt"), ("template", "--template"),
+                      ("report_prompt", "--report-prompt")):
+        if candidate.get(key) is not None:
+            flags += [flag, candidate[key]]
+    return flags
+
+
+def selection_metric(metric: str, task: str) -> str:
+    if metric != "auto":
+        return metric
+    return "vqa/overall" if task == "vqa" else "report/BLEU-4+report/CIDEr-D"
+
+
+def _seed_dependent(study: Study, adaptation: Adaptation) -> bool:
+    if adaptation.kind == "fine-tune":
+        return True
+    if adaptation.kind == "blind":
+        return _seed_dependent(study, next(a for a in study.adaptations if a.name == adaptation.of))
+    if adaptation.kind == "few-shot":
+        pool = pool_of(study, adaptation)
+        return not pool or not all("shots_seed" in c for c in pool)
+    return False
+
+
+def score_argv(pred: str, out: str, study: Study) -> list[str]:
+    s = study.score
+    return ["score", pred, "--out", out, "--bootstrap", str(s.bootstrap), "--seed", str(s.seed),
+            "--alpha", str(s.alpha), "--vqa-convention", s.vqa_convention]
+
+
+class Planner:
+    def __init__(self, study: Study, root: Path, study_dir: Path | None = None):
+        self.study, self.root, self.study_dir = study, root, study_dir
+        self.models = {m.name: m for m in study.models}
+        self.adaptations = {a.name: a for a in study.adaptations}
+        self.selections: dict[tuple, Unit] = {}
+        self.cells: list[Unit] = []
+
+    def _infer_common(self) -> list[str]:
+        out = []
+        if self.study.infer.batch_size:
+            out += ["--batch-size", str(self.study.infer.batch_size)]
+        if self.study.infer.max_new_tokens:
+            out += ["--max-new-tokens", str(self.study.infer.max_new_tokens)]
+        return out
+
+    def _adaptation_flags(self, a: Adaptation, seed: int | None, candidate: dict | None) -> list[str]:
+        flags = []
+        if a.kind == "few-shot":
+            shots_seed = (candidate or {}).get("shots_seed", seed if seed is not None else 0)
+            flags += ["--shots", str(a.shots), "--shots-seed", str(shots_seed)]
+        if a.closed_answer != "generate":
+            flags += ["--closed-answer", a.closed_answer]
+        return flags
+
+    def _selection(self, data, data_dir: Path, model: ModelEntry, a: Adaptation, seed: int | None,
+                   task: str) -> Unit | None:
+        pool = pool_of(self.study, a)
+        if pool is None:
+            return None
+        key = (data.name, model.name, a.name, seed)
+        if key in self.selections:
+            return self.selections[key]
+        if data.val_split is None or data.val_split == data.test_split:
+            raise UserError(f"data set {data.name!r}: prompt selection for adaptation {a.name!r} needs a validation "
+                            f"split other than the test split (data[].val_split; got {data.val_split!r})")
+        split_task(data_dir, data.val_split, f"data set {data.name!r} (val_split)")
+        sel = self.study.selection
+        source = resolve_source(model.source, self.root)
+        definition = {"source": source, "data": str(data_dir), "split": data.val_split, "kind": a.kind,
+                      "shots": a.shots, "closed_answer": a.closed_answer, "seed": seed, "pool": pool,
+                      "limit": sel.limit, "limit_seed": sel.seed, "infer": self.study.infer.model_dump()}
+        readable = ".".join([data.name, model.name, a.name] + ([f"s{seed}"] if seed is not None else []))
+        unit = Unit("selection", f"{readable}-{_digest(definition)}", data.name, model.name, a.name, None, seed, task,
+                    "", candidates=pool, metric=selection_metric(sel.metric, task), definition=definition)
+        unit.folder = f"{SELECTIONS_DIR}/{unit.id}"
+        limit = ["--limit", str(sel.limit), "--limit-seed", str(sel.seed)] if sel.limit else []
+        for i, c in enumerate(pool):
+            pred = f"c{i}/pred.jsonl"
+            argv = ["infer", source, "--data", str(data_dir), "--split", data.val_split, "--out", pred,
+                    *candidate_flags(c), *self._adaptation_flags(a, seed, c), *limit, *self._infer_common()]
+            unit.steps.append(Step(f"infer c{i}", argv, pred))
+            # selection needs values, not intervals
+            unit.steps.append(Step(f"score c{i}", ["score", pred, "--out", f"c{i}/metrics.json", "--bootstrap", "0",
+                                                   "--vqa-convention", self.study.score.vqa_convention],
+                                   f"c{i}/metrics.json"))
+        self.selections[key] = unit
+        return unit
+
+    def plan(self) -> tuple[list[Unit], list[Unit]]:
+        study = self.study
+        for data in study.data:
+            data_dir = Path(resolve_source(data.dir, self.root))
+            if not data_dir.is_dir():
+                raise UserError(f"data set {data.name!r}: {data.dir} is not a folder (a DATA_DIR from `pefomed prepare`)")
+            task = split_task(data_dir, data.test_split, f"data set {data.name!r} (test_split)")
+            for model in study.models:
+                source = resolve_source(model.source, self.root)
+                for a in study.adaptations:
+                    seeds = list(study.seeds) if _seed_dependent(study, a) else [None]
+                    for method in (a.methods or [None]):
+                        for seed in seeds:
+                            self._cell(data, data_dir, task, model, source, a, method, seed)
+        return list(self.selections.values()), self.cells
+
+    def _cell(self, data, data_dir, task, model, source, a, method, seed) -> None:
+        # a blind cell repeats its reference adaptation (model, prompt choice, shots, closed answers)
+        chooser = self.adaptations[a.of] if a.kind == "blind" else a
+        selection = self._selection(data, data_dir, model, chooser, seed, task) if a.kind != "fine-tune" else None
+        definition = {"source": source, "data": str(data_dir), "split": data.test_split, "kind": a.kind,
+                      "shots": chooser.shots, "closed_answer": chooser.closed_answer, "seed": seed, "method": method,
+                      "selection": selection.id if selection else None, "infer": self.study.infer.model_dump()}
+        steps: list[Step] = []
+        infer_source = source
+        if a.kind == "fine-tune":
+            recipe_arg, recipe_text = _recipe_text(a.recipe, self.root)
+            train_over = model_train_overrides(model, self.root)
+            overrides = [*train_over, *a.overrides, f"method.name={method}", f"train.seed={seed}"]
+            definition.update(recipe=recipe_text, overrides=overrides)
+            steps.append(Step("train", ["train", recipe_arg, "--data", str(data_dir), "--out", "run", *overrides],
+                              "run/last.json"))
+            infer_source = "run"
+        readable = ".".join([data.name, model.name, a.name] + ([method] if method else [])
+                            + ([f"s{seed}"] if seed is not None else []))
+        cell_id = f"{readable}-{_digest(definition)}"
+        pending = False
+        prompt: list[str] = []
+        candidate = None
+        if selection is not None:
+            choice = read_choice(self.study_dir, selection) if self.study_dir is not None else None
+            if choice is None:
+                pending = True
+                prompt = [f"<the prompt chosen in {selection.folder}/selection.json>"]
+            else:
+                candidate = choice
+                prompt = candidate_flags(candidate)
+        infer_argv = ["infer", infer_source, "--data", str(data_dir), "--split", data.test_split, "--out", "pred.jsonl",
+                      *prompt, *self._adaptation_flags(chooser, seed, candidate),
+                      *(["--blind"] if a.kind == "blind" else []), *self._infer_common()]
+        unit = Unit("cell", cell_id, data.name, model.name, a.name, method, seed, task, f"{CELLS_DIR}/{cell_id}",
+                    selection=selection.id if selection else None, pending=pending, definition=definition)
+        steps.append(Step("infer", infer_argv, "pred.jsonl"))
+        steps.append(Step("score", score_argv("pred.jsonl", "metrics.json", self.study), "metrics.json"))
+        unit.steps = steps
+        self.cells.append(unit)
+
+
+def read_choice(study_dir: Path, selection: Unit) -> dict | None:
+    """The candidate a finished selection chose, or None while it is not finished."""
+    from pefomed.io import read_json
+
+    folder = Path(study_dir) / selection.folder
+    if not (folder / DONE).is_file():
+        return None
+    return read_json(folder / "selection.json")["chosen"]["candidate"]
+
+
+def plan_study(study: Study, root: Path, study_dir: Path | None = None) -> tuple[list[Unit], list[Unit]]:
+    """(selections, cells) in a stable order. With `study_dir`, cells whose selection has finished
+    carry the chosen prompt in their infer command; the others are `pending`."""
+    return Planner(study, root, study_dir).plan()

@@ -1,0 +1,59 @@
+"""Run a study end to end: plan, prompt selections, cells, report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pefomed.console import console
+from pefomed.study.plan import plan_study
+from pefomed.study.runner import run_units, shown, status
+from pefomed.study.spec import load_study
+
+
+def print_plan(selections, cells, study_dir: Path) -> None:
+    def show(unit):
+        console.print(f"[bold]{unit.kind} {unit.id}[/]  ({status(unit, study_dir)})", highlight=False)
+        for step in unit.steps:
+            console.print("  " + shown(unit, step.argv, study_dir), markup=False, highlight=False, soft_wrap=True)
+
+    console.rule(f"{len(selections)} prompt selections")
+    for unit in selections:
+        show(unit)
+    console.rule(f"{len(cells)} cells")
+    for unit in cells:
+        show(unit)
+
+
+def run_study(study_file: str | Path, out: str | Path, *, dry_run: bool = False, gpus: list[str] | None = None,
+              executor=None) -> dict | None:
+    """Plan the study in `study_file` into `out` (STUDY_DIR) and run what is not finished; with
+    `dry_run`, only print the units, their state and their commands. `executor`: a submitit
+    executor (one job per unit). Returns the report (None for a dry run)."""
+    from pefomed.io import write_json
+
+    study, root = load_study(study_file)
+    out = Path(out).resolve()
+    selections, cells = plan_study(study, root, out)
+    if dry_run:
+        print_plan(selections, cells, out)
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "plan.json", {"study": study.model_dump(mode="json"), "root": str(root),
+                                   "selections": [u.id for u in selections], "cells": [u.id for u in cells]})
+
+    def tell(result):
+        console.print(f"  {result['status']:>8}  {result['id']}", highlight=False)
+
+    if selections:
+        console.rule(f"prompt selection: {len(selections)} units")
+        run_units(selections, out, gpus=gpus, executor=executor, on_result=tell)
+        _, cells = plan_study(study, root, out)  # the chosen prompts are now part of the cells' commands
+    console.rule(f"cells: {len(cells)}")
+    run_units(cells, out, gpus=gpus, executor=executor, on_result=tell)
+    console.rule("report")
+    from pefomed.study.report import build_report
+
+    report = build_report(study, out, cells)
+    for name in ("study.json", "study.md", "study.html"):
+        console.print(f"wrote {out / name}", highlight=False)
+    return report

@@ -1,0 +1,272 @@
+"""STUDY.yaml: the axes of a study and the comparisons to make, validated strictly.
+
+    name: head-to-head
+    models:                      # name + source (RUN_DIR, model folder, hub id, or recipe)
+      - {name: llava, source: llava-hf/llava-1.5-7b-hf}
+      - {name: llava-med, source: path/to/llava-med, base: llava}
+    data:                        # prepared DATA_DIRs; val_split feeds prompt selection
+      - {name: vqa-rad, dir: prepared/vqa-rad, val_split: val, test_split: test}
+    adaptations:
+      - {name: zero-shot, kind: zero-shot, prompts: builtin:vqa}
+      - {name: 3-shot, kind: few-shot, shots: 3, prompts: builtin:vqa}
+      - {name: blind, kind: blind, of: zero-shot}
+      - {name: ft, kind: fine-tune, recipe: tiny-demo, methods: [lora, dora]}
+    seeds: [0, 1, 2]
+    comparisons:
+      - {kind: base}                            # each model vs its base, same adaptation
+      - {kind: method, reference: lora}         # each method vs lora, same model
+      - {kind: adaptation, reference: zero-shot}
+
+An unknown key or a wrong type is one UserError naming the file and the key (exit code 2).
+Relative paths are relative to the study file's folder.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pefomed.errors import UserError
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"  # names become parts of folder names and cell ids
+METHODS = ("lora", "dora", "rslora", "ia3", "prefix", "prompt", "projector", "full")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), frozen=True)
+
+
+class Candidate(_Strict):
+    """One way of asking a model; every field is optional (unset = the infer default)."""
+
+    name: Optional[str] = None
+    template: Optional[str] = Field(None, description="VQA instruction; must contain {question}")
+    system_prompt: Optional[str] = None
+    report_prompt: Optional[str] = None
+    shots_seed: Optional[int] = Field(None, description="few-shot: the seed that picks the solved examples")
+
+
+class ModelEntry(_Strict):
+    name: str = Field(pattern=NAME)
+    source: str = Field(min_length=1, description="RUN_DIR, model folder, hub id, or recipe (file or built-in name)")
+    base: Optional[str] = Field(None, description="the name of the model this one was adapted from")
+    train_overrides: list[str] = Field(default_factory=list,
+                                       description="section.key=value pairs that make a recipe train this model "
+                                                   "(default: derived from the source)")
+
+
+class DataEntry(_Strict):
+    name: str = Field(pattern=NAME)
+    dir: str
+    test_split: str = "test"
+    val_split: Optional[str] = Field("val", description="split used for prompt selection (never the test split)")
+
+
+class Adaptation(_Strict):
+    name: str = Field(pattern=NAME)
+    kind: Literal["zero-shot", "few-shot", "blind", "fine-tune"]
+    prompts: Optional[Union[str, list[Candidate]]] = Field(
+        None, description="a pool: builtin:NAME, a key of the study's `prompts`, or a list of candidates")
+    shots: Optional[int] = Field(None, gt=0, description="few-shot: solved examples before the question")
+    of: Optional[str] = Field(None, description="blind: the zero-/few-shot adaptation whose model, prompt and "
+                                                "shots it repeats without the image")
+    recipe: Optional[str] = Field(None, description="fine-tune: recipe file or built-in name")
+    methods: list[Literal[METHODS]] = Field(default_factory=list, description="fine-tune: PEFT methods")
+    overrides: list[str] = Field(default_factory=list, description="fine-tune: section.key=value recipe overrides")
+    closed_answer: Literal["generate", "rank"] = "generate"
+
+
+class Selection(_Strict):
+    limit: Optional[int] = Field(None, gt=0, description="evaluate candidates on a seeded subsample of N")
+    seed: int = 0
+    metric: str = Field("auto", description="section/name in METRICS.json, or auto (vqa/overall; report: "
+                                            "BLEU-4 + CIDEr-D, as training's selection)")
+
+
+class Comparison(_Strict):
+    kind: Literal["base", "method", "adaptation"]
+    reference: Optional[str] = Field(None, description="method: the reference method; "
+                                                       "adaptation: the reference adaptation")
+
+
+class ScoreSettings(_Strict):
+    bootstrap: int = Field(1000, ge=0)
+    seed: int = 0
+    alpha: float = Field(0.05, gt=0, lt=1)
+    vqa_convention: Literal["exact", "llava-med"] = "exact"
+    metrics: Optional[list[str]] = Field(None, description="section/name entries to report (default by task)")
+
+
+class InferSettings(_Strict):
+    batch_size: Optional[int] = Field(None, gt=0)
+    max_new_tokens: Optional[int] = Field(None, gt=0)
+
+
+class Study(_Strict):
+    name: str = Field(pattern=NAME)
+    models: Annotated[list[ModelEntry], Field(min_length=1)]
+    data: Annotated[list[DataEntry], Field(min_length=1)]
+    adaptations: Annotated[list[Adaptation], Field(min_length=1)]
+    seeds: Annotated[list[int], Field(min_length=1)] = [0]
+    prompts: dict[str, list[Candidate]] = Field(default_factory=dict)
+    selection: Selection = Selection()
+    comparisons: list[Comparison] = Field(default_factory=list)
+    score: ScoreSettings = ScoreSettings()
+    infer: InferSettings = InferSettings()
+
+
+def _key(loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _format(err: ValidationError, source: str) -> str:
+    lines = []
+    for item in err.errors():
+        # drop pydantic's union-branch labels ("str", "list[Candidate]") from the key path
+        loc = [p for p in item["loc"] if not (isinstance(p, str) and ("[" in p or p in ("str", "int")))]
+        key = _key(loc)
+        if item["type"] == "extra_forbidden":
+            lines.append(f"unknown key '{key}'")
+        elif item["type"] == "missing":
+            lines.append(f"missing key '{key}'")
+        else:
+            lines.append(f"key '{key}': {item['msg']} (got {item.get('input')!r})")
+    return f"{source}: " + "; ".join(dict.fromkeys(lines))
+
+
+def _unique(items, what: str, source: str) -> None:
+    seen = set()
+    for i, item in enumerate(items):
+        if item.name in seen:
+            raise UserError(f"{source}: key '{what}[{i}].name': {item.name!r} is used twice")
+        seen.add(item.name)
+
+
+def _check(study: Study, source: str) -> None:
+    """Cross-field rules pydantic cannot say per field; each message names the key."""
+    _unique(study.models, "models", source)
+    _unique(study.data, "data", source)
+    _unique(study.adaptations, "adaptations", source)
+    if len(set(study.seeds)) != len(study.seeds):
+        raise UserError(f"{source}: key 'seeds': a seed is listed twice ({study.seeds})")
+    models = {m.name: m for m in study.models}
+    for i, m in enumerate(study.models):
+        if m.base is not None and m.base not in models:
+            raise UserError(f"{source}: key 'models[{i}].base': no model named {m.base!r} "
+                            f"(models: {', '.join(models)})")
+        seen, cur = {m.name}, m
+        while cur.base is not None:  # a base chain must end
+            cur = models[cur.base]
+            if cur.name in seen:
+                raise UserError(f"{source}: key 'models[{i}].base': the base chain of {m.name!r} loops")
+            seen.add(cur.name)
+    adaptations = {a.name: a for a in study.adaptations}
+    for i, a in enumerate(study.adaptations):
+        where = f"{source}: key 'adaptations[{i}]"
+        if a.kind == "fine-tune":
+            if not a.recipe:
+                raise UserError(f"{where}.recipe': a fine-tune adaptation needs a recipe")
+            if not a.methods:
+                raise UserError(f"{where}.methods': a fine-tune adaptation needs at least one method")
+            if len(set(a.methods)) != len(a.methods):
+                raise UserError(f"{where}.methods': a method is listed twice")
+            if a.prompts is not None:
+                raise UserError(f"{where}.prompts': a fine-tuned model is asked with its training template; "
+                                "prompt pools apply to zero-shot, few-shot and blind adaptations")
+        else:
+            for key in ("recipe", "overrides"):
+                if getattr(a, key):
+                    raise UserError(f"{where}.{key}': only a fine-tune adaptation takes a {key}")
+            if a.methods:
+                raise UserError(f"{where}.methods': only a fine-tune adaptation takes methods")
+        if (a.kind == "few-shot") != (a.shots is not None):
+            raise UserError(f"{where}.shots': " + ("a few-shot adaptation needs shots: K" if a.kind == "few-shot"
+                                                   else f"only a few-shot adaptation takes shots (this is {a.kind})"))
+        if a.kind == "blind":
+            if a.of is None:
+                raise UserError(f"{where}.of': a blind adaptation names the zero-/few-shot adaptation it repeats "
+                                "without the image (of: NAME)")
+            target = adaptations.get(a.of)
+            if target is None or target.kind not in ("zero-shot", "few-shot"):
+                raise UserError(f"{where}.of': {a.of!r} is not a zero-shot or few-shot adaptation of this study")
+            if a.prompts is not None:
+                raise UserError(f"{where}.prompts': a blind adaptation uses the prompt chosen for {a.of!r}")
+        elif a.of is not None:
+            raise UserError(f"{where}.of': only a blind adaptation takes 'of'")
+        if isinstance(a.prompts, str):
+            name = a.prompts
+            if name.startswith("builtin:"):
+                from pefomed.study.pools import POOLS
+
+                if name[len("builtin:"):] not in POOLS:
+                    raise UserError(f"{where}.prompts': unknown built-in pool {name!r}; built-in pools: "
+                                    + ", ".join(f"builtin:{p}" for p in sorted(POOLS)))
+            elif name not in study.prompts:
+                raise UserError(f"{where}.prompts': no pool {name!r} under 'prompts' "
+                                f"(pools: {', '.join(study.prompts) or 'none'}; or builtin:NAME)")
+        elif isinstance(a.prompts, list) and not a.prompts:
+            raise UserError(f"{where}.prompts': the pool is empty")
+    for name, pool in study.prompts.items():
+        if not pool:
+            raise UserError(f"{source}: key 'prompts.{name}': the pool is empty")
+    for name, pool in [(f"prompts.{k}", v) for k, v in study.prompts.items()] + \
+            [(f"adaptations[{i}].prompts", a.prompts) for i, a in enumerate(study.adaptations)
+             if isinstance(a.prompts, list)]:
+        for j, c in enumerate(pool):
+            if c.template is not None:
+                if "{question}" not in c.template:
+                    raise UserError(f"{source}: key '{name}[{j}].template': {c.template!r} has no {{question}}")
+                try:
+                    c.template.format(question="")
+                except (KeyError, IndexError, ValueError):
+                    raise UserError(f"{source}: key '{name}[{j}].template': only {{question}} may appear in "
+                                    f"braces ({c.template!r})") from None
+    methods = {m for a in study.adaptations for m in a.methods}
+    for i, c in enumerate(study.comparisons):
+        where = f"{source}: key 'comparisons[{i}]"
+        if c.kind == "base":
+            if c.reference is not None:
+                raise UserError(f"{where}.reference': a base comparison pairs each model with its own base")
+            if not any(m.base for m in study.models):
+                raise UserError(f"{where}.kind': no model names a base (models[].base)")
+        elif c.kind == "method":
+            if c.reference not in methods:
+                raise UserError(f"{where}.reference': {c.reference!r} is not a method of a fine-tune adaptation "
+                                f"(methods: {', '.join(sorted(methods)) or 'none'})")
+        elif c.reference not in adaptations:
+            raise UserError(f"{where}.reference': no adaptation named {c.reference!r}")
+    metric = study.selection.metric
+    if metric != "auto" and not re.fullmatch(r"[a-z]+/.+", metric):
+        raise UserError(f"{source}: key 'selection.metric': expected auto or section/name such as vqa/overall")
+
+
+def parse_study(tree, source: str = "study") -> Study:
+    if not isinstance(tree, dict):
+        raise UserError(f"{source}: a study file is a mapping (name, models, data, adaptations, ...)")
+    try:
+        study = Study.model_validate(tree)
+    except ValidationError as err:
+        raise UserError(_format(err, source)) from None
+    _check(study, source)
+    return study
+
+
+def load_study(path: str | Path) -> tuple[Study, Path]:
+    """The validated study and the folder its relative paths are relative to."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: study file not found")
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise UserError(f"{where}: malformed YAML ({getattr(err, 'problem', err)})") from None
+    return parse_study(tree, str(path)), path.resolve().parent
