@@ -13,6 +13,8 @@ Example:
   pefomed prepare data/VQA_RAD --format data-rad --out prepared/vqa-rad
 
   pefomed prepare data/Slake1.0 --format slake --language en --out prepared/slake
+
+  pefomed prepare data/VQA_RAD --format data-rad --out prepared/vqa-rad --overwrite   # replace it
 """
 
 
@@ -21,7 +23,13 @@ def register(app: typer.Typer) -> None:
     def prepare(
         source: Path = typer.Argument(..., help="The dataset as distributed (folder or file)."),
         format: str = typer.Option(..., "--format", "-f", help="Source layout: vqa-rad, data-rad, slake, pathvqa, hf-parquet (vqa-rad-hf, path-vqa-hf, slake-hf), r2gen, openi, roco, captions, pmc-vqa, llava-med, jsonl, csv, folder (docs/datasets.md)."),
-        out: Path = typer.Option(..., "--out", "-o", help="DATA_DIR to write."),
+        out: Path = typer.Option(..., "--out", "-o", help="DATA_DIR to write (absent or empty; see --overwrite)."),
+        overwrite: bool = typer.Option(False, "--overwrite",
+                                       help="Replace an existing DATA_DIR; the old one stays whole until the new one is complete."),
+        max_image_pixels: Optional[int] = typer.Option(
+            None, "--max-image-pixels", min=1,
+            help="Refuse images with more pixels than this, from their header, before decoding "
+                 "(default 100000000, or PEFOMED_MAX_IMAGE_PIXELS)."),
         drop_frame: bool = typer.Option(False, "--drop-frame", help="data-rad: drop the templated 'frame' rows."),
         language: str = typer.Option("en", "--language", help="slake: en, zh or all."),
         per_image: bool = typer.Option(False, "--per-image", help="r2gen: one sample per image instead of per study."),
@@ -45,11 +53,13 @@ def register(app: typer.Typer) -> None:
         column_map = {}
         for item in filter(None, (map or "").split(",")):
             if "=" not in item:
-                raise UserError(f"--map: expected field=column, got {item!r}")
+                raise UserError(f"--map: expected field=column, got {item[:80]!r}")
             key, value = item.split("=", 1)
             column_map[key.strip()] = value.strip()
         options = PrepareOptions(drop_frame=drop_frame, language=language, per_image=per_image, section=section,
                                  split=split, seed=seed, images=images, column_map=column_map, skip_bad=skip_bad,
                                  resplit_by_image=resplit_by_image, multiple_choice=multiple_choice)
-        manifest = run_prepare(source, format, out, options, ImageOptions(size=image_size, format=image_format))
+        manifest = run_prepare(source, format, out, options,
+                               ImageOptions(size=image_size, format=image_format, max_pixels=max_image_pixels),
+                               overwrite=overwrite)
         print_summary(manifest, out)

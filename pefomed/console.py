@@ -13,6 +13,8 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 
 # soft_wrap: a line piped to a file (a SLURM log) is never cut at 80 columns mid-path
 console = Console(stderr=True, soft_wrap=True)
+# what a command was asked to show (a plan, a listing) goes to stdout, so it can be piped
+stdout_console = Console(soft_wrap=True)
 _interrupt_explained = False
 
 

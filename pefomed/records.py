@@ -6,13 +6,16 @@ These are the row formats of `DATA_DIR/{train,val,test}.jsonl` and `PRED.jsonl`
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 from pefomed.errors import UserError
-from pefomed.io import iter_jsonl
+from pefomed.io import clip, iter_jsonl, iter_jsonl_lines, read_json, sha256_file, short, write_json, write_jsonl
 
 TASKS = ("vqa", "report")
 ANSWER_TYPES = ("closed", "open")
@@ -53,20 +56,29 @@ class Sample:
         sample_id = need("id", str)
         task = need("task", str)
         if task not in TASKS:
-            raise UserError(f"{where}: id {sample_id}: task must be one of {TASKS}, got {task!r}")
+            raise UserError(f"{where}: id {clip(sample_id)}: task must be one of {TASKS}, got {short(task)}")
+        if not sample_id:
+            raise UserError(f"{where}: field 'id' is empty")
+        sid = clip(sample_id)
         images = need("images", list)
         if not all(isinstance(p, str) for p in images):
-            raise UserError(f"{where}: id {sample_id}: 'images' must be a list of paths")
+            raise UserError(f"{where}: id {sid}: 'images' must be a list of paths")
+        for p in images:
+            _check_image_path(p, f"{where}: id {sid}")
         answer = need("answer", str)
         question = row.get("question")
         if task == "vqa" and not isinstance(question, str):
-            raise UserError(f"{where}: id {sample_id}: a vqa sample needs a 'question' string")
+            raise UserError(f"{where}: id {sid}: a vqa sample needs a 'question' string")
+        if question is not None and not isinstance(question, str):
+            raise UserError(f"{where}: id {sid}: 'question' must be a string, got {type(question).__name__}")
+        if row.get("prompt") is not None and not isinstance(row["prompt"], str):
+            raise UserError(f"{where}: id {sid}: 'prompt' must be a string, got {type(row['prompt']).__name__}")
         answer_type = row.get("answer_type")
         if answer_type is not None and answer_type not in ANSWER_TYPES:
-            raise UserError(f"{where}: id {sample_id}: answer_type must be one of {ANSWER_TYPES}, got {answer_type!r}")
+            raise UserError(f"{where}: id {sid}: answer_type must be one of {ANSWER_TYPES}, got {short(answer_type)}")
         meta = row.get("meta") or {}
         if not isinstance(meta, dict):
-            raise UserError(f"{where}: id {sample_id}: 'meta' must be an object")
+            raise UserError(f"{where}: id {sid}: 'meta' must be an object")
         return cls(id=sample_id, task=task, images=images, answer=answer, question=question,
                    prompt=row.get("prompt"), answer_type=answer_type, meta=meta)
 
@@ -89,15 +101,100 @@ class Prediction:
         return {k: v for k, v in row.items() if v is not None}
 
 
-def read_split(data_dir: str | os.PathLike, split: str) -> list[Sample]:
-    """Read DATA_DIR/{split}.jsonl; duplicate ids are an error naming both lines."""
-    path = Path(data_dir) / f"{split}.jsonl"
+# A split name becomes a file name inside DATA_DIR: a plain word, never a path.
+_SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+MANIFEST = "manifest.json"
+
+
+def check_split_name(split: Any, what: str = "split") -> str:
+    """'train', 'val', 'test-hard': yes. '../x', 'a/b', '', '.hidden': a UserError naming it."""
+    if not isinstance(split, str) or not _SPLIT_NAME.fullmatch(split):
+        raise UserError(f"{what} {short(split)} is not a plain split name (letters, digits, '-' and '_'; "
+                        "no path separators or '..')")
+    return split
+
+
+def _check_image_path(rel: str, where: str) -> None:
+    """Lexical checks on an image path read from a DATA_DIR: relative, inside, no NUL."""
+    if not rel or "\x00" in rel:
+        raise UserError(f"{where}: image path {short(rel)} is empty or holds a NUL byte")
+    parts = Path(rel).parts
+    if Path(rel).is_absolute() or rel.startswith(("/", "\\")) or ".." in parts or ".." in rel.split("\\"):
+        raise UserError(f"{where}: image path {short(rel)} must be relative to the DATA_DIR and stay inside it "
+                        "(no absolute path, no '..')")
+
+
+def resolve_image(data_dir: str | os.PathLike, rel: str, sample_id: str) -> Path:
+    """The file behind an image path of a DATA_DIR sample, refusing anything outside DATA_DIR.
+
+    An absolute path, a '..' and a symbolic link that resolves outside the DATA_DIR are each a
+    UserError naming the sample: a split file is data, and data must not choose which files of
+    the machine the model (and its logs) get to see.
+    """
+    where = f"sample {clip(sample_id)}"
+    if not isinstance(rel, str):
+        raise UserError(f"{where}: image path must be a string, got {type(rel).__name__}")
+    _check_image_path(rel, where)
+    root = Path(data_dir).resolve()
+    try:
+        resolved = (root / rel).resolve()
+    except (OSError, RuntimeError, ValueError) as err:  # a symlink loop, a name too long
+        raise UserError(f"{where}: image path {short(rel)} cannot be resolved ({err})") from None
+    if not resolved.is_relative_to(root):
+        raise UserError(f"{where}: image path {short(rel)} resolves to {short(str(resolved))}, outside the DATA_DIR "
+                        f"{root} (a symbolic link?)")
+    return resolved
+
+
+def read_manifest(data_dir: str | os.PathLike) -> dict[str, Any]:
+    data_dir = Path(data_dir)
+    path = data_dir / MANIFEST
+    if not data_dir.is_dir():
+        raise UserError(f"{data_dir}: no such DATA_DIR (a folder written by `pefomed prepare`)")
     if not path.is_file():
-        present = sorted(p.stem for p in Path(data_dir).glob("*.jsonl"))
-        raise UserError(f"{path}: no '{split}' split in {data_dir} (splits present: {', '.join(present) or 'none'})")
+        raise UserError(f"{data_dir}: not a DATA_DIR (no {MANIFEST})",
+                        hint="write it with `pefomed prepare`; an interrupted prepare leaves no DATA_DIR at all")
+    manifest = read_json(path)
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("splits", {}), dict):
+        raise UserError(f"{path}: expected an object with a 'splits' object")
+    return manifest
+
+
+def read_split(data_dir: str | os.PathLike, split: str) -> list[Sample]:
+    """Read DATA_DIR/{split}.jsonl, checked against the manifest: the file's sha256 must be the
+    one `prepare` recorded (a file changed or half-rewritten since is refused, naming it), ids
+    must be unique (duplicates name both lines), image paths must stay inside DATA_DIR."""
+    check_split_name(split)
+    data_dir = Path(data_dir)
+    manifest = read_manifest(data_dir)
+    splits = manifest.get("splits", {})
+    path = data_dir / f"{split}.jsonl"
+    entry = splits.get(split)
+    if entry is None:
+        if path.is_file():
+            raise UserError(f"{path}: not listed in {data_dir / MANIFEST} (the file was added after prepare)",
+                            hint="rerun `pefomed prepare --overwrite`, or write hand-made splits with "
+                                 "pefomed.records.write_split, which records them in the manifest")
+        present = ", ".join(sorted(map(str, splits))) or "none"
+        raise UserError(f"{path}: no '{split}' split in {data_dir} (splits present: {present})")
+    expected = entry.get("sha256") if isinstance(entry, dict) else None
+    if not isinstance(expected, str):
+        raise UserError(f"{data_dir / MANIFEST}: splits.{split} has no sha256")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{path}: listed in {MANIFEST} but missing; the DATA_DIR is incomplete",
+                        hint="rerun `pefomed prepare --overwrite`") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({err.strerror or err})") from None
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        raise UserError(f"{path}: changed since prepare wrote it (sha256 {actual[:12]}..., {MANIFEST} records "
+                        f"{expected[:12]}...); refusing to read a split that may be half-written or edited",
+                        hint="rerun `pefomed prepare --overwrite` (or pefomed.records.write_split for hand-made splits)")
     samples: list[Sample] = []
     seen: dict[str, int] = {}
-    for lineno, row in iter_jsonl(path):
+    for lineno, row in iter_jsonl_lines(path, io.BytesIO(data)):
         sample = Sample.from_dict(row, f"{path}:{lineno}")
         if sample.id in seen:
             raise UserError(f"{path}:{lineno}: duplicate id {sample.id!r} (first on line {seen[sample.id]})")
@@ -106,6 +203,26 @@ def read_split(data_dir: str | os.PathLike, split: str) -> list[Sample]:
     if not samples:
         raise UserError(f"{path}: the split is empty")
     return samples
+
+
+def write_split(data_dir: str | os.PathLike, split: str, samples: list[Sample]) -> Path:
+    """Write (or replace) one split of a DATA_DIR and record its sha256 and size in the manifest.
+
+    For hand-made DATA_DIRs (tests, tools): readers refuse a split file the manifest does not
+    vouch for. The split file is written first and the manifest second, each atomically, so
+    a crash in between leaves a mismatch that read_split refuses, never a silent one.
+    """
+    check_split_name(split)
+    data_dir = Path(data_dir)
+    path = data_dir / f"{split}.jsonl"
+    manifest_path = data_dir / MANIFEST
+    manifest = read_json(manifest_path) if manifest_path.is_file() else {"manifest_version": 1, "tool": "pefomed"}
+    if not isinstance(manifest, dict):
+        raise UserError(f"{manifest_path}: expected a JSON object")
+    n = write_jsonl(path, (s.to_dict() for s in samples))
+    manifest.setdefault("splits", {})[split] = {"file": path.name, "sha256": sha256_file(path), "samples": n}
+    write_json(manifest_path, manifest)
+    return path
 
 
 def iter_predictions(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:

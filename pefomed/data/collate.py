@@ -30,7 +30,7 @@ from pefomed.data.images import load_image
 from pefomed.instructions import instruction
 from pefomed.errors import UserError
 from pefomed.recipe import DataSection
-from pefomed.records import Sample
+from pefomed.records import Sample, resolve_image
 
 IGNORE_INDEX = -100
 # Processor outputs with one value per token; everything else (pixel_values, image_grid_thw, ...)
@@ -219,14 +219,19 @@ class Collator:
         self.system_turn = bool(self.system_prompt) and system_turn_supported(processor)
         self._blank = None
 
-    def image_path(self, path: str) -> Path:
-        return Path(path) if self.data_dir is None else self.data_dir / path
+    def image_path(self, path: str, sample_id: str) -> Path:
+        """The file behind a sample's image path, never outside its folder (records.resolve_image).
+        Absolute paths come only from pefomed itself (few-shot exemplars, already resolved the same
+        way): read_split refuses them in a split file."""
+        if self.data_dir is None or Path(path).is_absolute():
+            return Path(path)
+        return resolve_image(self.data_dir, path, sample_id)
 
     per_token_keys = PER_TOKEN_KEYS
 
     def _images(self, sample: Sample) -> list:
         if not self.blind:
-            return [load_image(self.image_path(p)) for p in sample.images]
+            return [load_image(self.image_path(p, sample.id)) for p in sample.images]
         if not self.layout.needs_image:
             return []
         if self._blank is None:

@@ -5,14 +5,44 @@ DICOM through pydicom. Every image comes out as an 8-bit RGB PIL image.
 from __future__ import annotations
 
 import io
+import os
+import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from pefomed.errors import UserError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".dcm", ".dicom"}
+
+# Images with more pixels than this are refused from their header, before any pixel is
+# decoded: a 100-byte PNG can declare 100,000 x 100,000 pixels and ask for 30 GB. 100 Mpx is
+# over ten times a MIMIC-CXR radiograph (about 3,000 x 3,000). Per call: `max_pixels`
+# (prepare --max-image-pixels); for every call: the environment variable below.
+DEFAULT_MAX_PIXELS = 100_000_000
+MAX_PIXELS_ENV = "PEFOMED_MAX_IMAGE_PIXELS"
+
+
+def max_pixels_default() -> int:
+    raw = os.environ.get(MAX_PIXELS_ENV)
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UserError(f"{MAX_PIXELS_ENV}={raw[:40]!r}: expected a whole number of pixels") from None
+    if value < 1:
+        raise UserError(f"{MAX_PIXELS_ENV}={value}: expected a positive number of pixels")
+    return value
+
+
+def _check_pixels(path: Path, width: int, height: int, frames: int, limit: int) -> None:
+    if width * height * max(frames, 1) > limit:
+        what = f"{width} x {height}" + (f" x {frames} frames" if frames > 1 else "")
+        raise UserError(f"{path}: image too large ({what} = {width * height * max(frames, 1):,} pixels; "
+                        f"the limit is {limit:,}); refused before decoding",
+                        hint=f"raise the limit with --max-image-pixels or {MAX_PIXELS_ENV} if the image is genuine")
 
 
 def is_dicom(path: Path) -> bool:
@@ -28,14 +58,15 @@ def is_dicom(path: Path) -> bool:
 
 def _to_uint8(array: np.ndarray) -> np.ndarray:
     """Scale any numeric array linearly to 0..255 (min to 0, max to 255)."""
-    array = array.astype(np.float64)
+    array = np.nan_to_num(array.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     low, high = float(np.min(array)), float(np.max(array))
     if high <= low:
         return np.zeros(array.shape, dtype=np.uint8)
     return np.clip((array - low) / (high - low) * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
-def load_dicom(path: Path | str, frame: int | None = None, data: bytes | None = None) -> Image.Image:
+def load_dicom(path: Path | str, frame: int | None = None, data: bytes | None = None,
+               max_pixels: int | None = None) -> Image.Image:
     """Modality LUT (rescale slope/intercept), then the VOI window, MONOCHROME1 inverted.
 
     Multi-frame files: `frame` if given, else the middle frame (frames // 2), so the same file
@@ -48,19 +79,27 @@ def load_dicom(path: Path | str, frame: int | None = None, data: bytes | None = 
 
     try:
         ds = pydicom.dcmread(io.BytesIO(data) if data is not None else path)
+        has_pixels = "PixelData" in ds or "FloatPixelData" in ds or "DoubleFloatPixelData" in ds
     except Exception as err:  # pydicom raises several types for damaged files
-        raise UserError(f"{path}: unreadable DICOM ({err})") from None
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise UserError(f"{path}: unreadable DICOM ({str(err)[:200]})") from None
+    if not has_pixels:
         raise UserError(f"{path}: DICOM file has no pixel data")
+    try:
+        rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except Exception as err:  # a damaged header value (text where a number belongs)
+        raise UserError(f"{path}: DICOM header has an invalid Rows/Columns/NumberOfFrames ({str(err)[:200]})") from None
+    if rows <= 0 or columns <= 0 or frames <= 0:
+        raise UserError(f"{path}: DICOM header gives {rows} rows, {columns} columns, {frames} frames")
+    _check_pixels(Path(path), columns, rows, frames, max_pixels or max_pixels_default())
     try:
         pixels = ds.pixel_array
     except Exception as err:
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(syntax, "name", syntax)
         # pydicom's message lists the handlers (gdcm, pylibjpeg, pyjpegls, ...) that would decode it
-        raise UserError(f"{path}: cannot decode DICOM pixel data (transfer syntax {name}): {err}",
+        raise UserError(f"{path}: cannot decode DICOM pixel data (transfer syntax {name}): {str(err)[:500]}",
                         hint="install one of the handlers named above, or convert the file to uncompressed DICOM/PNG") from None
-    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).strip()
     if frames > 1:
         index = frames // 2 if frame is None else frame
@@ -88,29 +127,55 @@ def load_dicom(path: Path | str, frame: int | None = None, data: bytes | None = 
     raise UserError(f"{path}: unsupported DICOM photometric interpretation {photometric}")
 
 
-def load_image(path: str | Path, data: bytes | None = None) -> Image.Image:
-    """Open any supported image as 8-bit RGB; a missing or unreadable file is a UserError.
+def load_image(path: str | Path, data: bytes | None = None, max_pixels: int | None = None) -> Image.Image:
+    """Open any supported image as 8-bit RGB; a missing, unreadable or too large file is a UserError.
 
     With `data`, decode those bytes (an image embedded in an annotation file) and use `path`
-    only to name it in messages.
+    only to name it in messages. `max_pixels` (default: max_pixels_default()) is checked
+    against the size in the file's header before any pixel is decoded.
     """
     path = Path(path)
+    limit = max_pixels or max_pixels_default()
     if data is None:
-        if not path.is_file():
-            raise UserError(f"{path}: image not found")
+        try:
+            if not path.is_file():
+                raise UserError(f"{path}: image not found")
+        except (OSError, ValueError) as err:  # a name too long, a NUL byte
+            raise UserError(f"{str(path)[:200]}: cannot open ({err})") from None
         if is_dicom(path):
-            return load_dicom(path)
+            return load_dicom(path, max_pixels=limit)
         source = path
     else:
         if path.suffix.lower() in (".dcm", ".dicom") or data[128:132] == b"DICM":
-            return load_dicom(path, data=data)
+            return load_dicom(path, data=data, max_pixels=limit)
         source = io.BytesIO(data)
+    saved = Image.MAX_IMAGE_PIXELS
     try:
-        with Image.open(source) as img:
-            img.load()
-            return to_rgb8(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise UserError(f"{path}: unreadable image ({err})") from None
+        with warnings.catch_warnings():
+            # Pillow's own bomb check (warn above MAX_IMAGE_PIXELS, raise above twice that, at
+            # its fixed 89 Mpx) runs inside Image.open. Opening only parses the header, so it is
+            # switched off for the open and our check, with the configurable limit and the
+            # image's real size in the message, runs right after, before anything is decoded.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            Image.MAX_IMAGE_PIXELS = None
+            with Image.open(source) as img:
+                _check_pixels(path, img.width, img.height, getattr(img, "n_frames", 1) if img.format == "TIFF" else 1,
+                              limit)
+                img.load()
+                return to_rgb8(img)
+    except UserError:
+        raise
+    except Image.DecompressionBombError:
+        raise UserError(f"{path}: image too large (more than twice the limit of {limit:,} pixels); "
+                        "refused before decoding",
+                        hint=f"raise the limit with --max-image-pixels or {MAX_PIXELS_ENV} if the image is genuine") from None
+    except MemoryError:
+        raise UserError(f"{path}: unreadable image (decoding it needs more memory than there is)") from None
+    except Exception as err:  # noqa: BLE001 - decoders raise many types (OSError, SyntaxError, struct.error,
+        # EOFError, ZeroDivisionError ...) for damaged bytes; all mean the same to the user
+        raise UserError(f"{path}: unreadable image ({type(err).__name__}: {str(err)[:200]})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
 
 
 def to_rgb8(img: Image.Image) -> Image.Image:

@@ -5,6 +5,13 @@ checked (inside the source, present, readable) and copied (hard-linked when poss
 DATA_DIR/images/ under their path relative to the source root, or converted with
 `image_size` / `image_format`. The output is deterministic: the same input gives byte-identical
 split files and manifest apart from `created_at`.
+
+A DATA_DIR is whole or absent: everything is written into a hidden sibling folder
+(`.NAME.prepare-PID-XXXX`), checked (each split file against the sha256 in the manifest, each
+image present), and only then renamed to NAME. An existing DATA_DIR is replaced only with
+`overwrite` (`--overwrite`): it is renamed aside, the new one renamed in, the old one deleted.
+A prepare killed at any point leaves NAME as it was (or, killed between the two renames,
+absent), never a mix; the hidden folders of dead runs are removed by the next prepare.
 """
 
 from __future__ import annotations
@@ -12,8 +19,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import hashlib
+import json
 import os
+import re
 import shutil
+import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +34,8 @@ from pefomed.data.formats import EMBEDDED, PrepareOptions, SourceSplits, get_rea
 from pefomed.data.formats._common import parse_fractions, seeded_split
 from pefomed.data.images import load_image
 from pefomed.errors import UserError
-from pefomed.io import atomic_write, sha256_file, write_json, write_jsonl
-from pefomed.records import SPLITS, Sample
+from pefomed.io import atomic_write, check_unicode, clip, read_json, sha256_file, short, write_json, write_jsonl
+from pefomed.records import MANIFEST, SPLITS, Sample
 
 MANIFEST_VERSION = 1
 
@@ -34,16 +44,23 @@ MANIFEST_VERSION = 1
 class ImageOptions:
     size: int | None = None  # longest side in pixels; None keeps the original
     format: str | None = None  # "png" | "jpeg"; None keeps the original file
+    max_pixels: int | None = None  # refuse larger images from their header; None: images.max_pixels_default()
 
 
 def safe_source_path(path: str, root: Path, sample_id: str) -> Path:
     """Reject image paths that escape the dataset root (absolute elsewhere, or through '..')."""
     candidate = Path(path)
     if ".." in candidate.parts:
-        raise UserError(f"sample {sample_id}: image path {path!r} contains '..' and could escape {root}")
-    resolved = (candidate if candidate.is_absolute() else root / candidate).resolve()
+        raise UserError(f"sample {clip(sample_id)}: image path {short(path)} contains '..' and could escape {root}")
+    if "\x00" in path:
+        raise UserError(f"sample {clip(sample_id)}: image path {short(path)} holds a NUL byte")
+    try:
+        resolved = (candidate if candidate.is_absolute() else root / candidate).resolve()
+    except (OSError, RuntimeError, ValueError) as err:  # a symlink loop, a name too long
+        raise UserError(f"sample {clip(sample_id)}: image path {short(path)} cannot be resolved ({err})") from None
     if not resolved.is_relative_to(root.resolve()):
-        raise UserError(f"sample {sample_id}: image path {path!r} is outside the dataset root {root}")
+        raise UserError(f"sample {clip(sample_id)}: image path {short(path)} is outside the dataset root {root} "
+                        "(an absolute path elsewhere, or a symbolic link pointing out)")
     return resolved
 
 
@@ -68,23 +85,19 @@ def _dest_rel(rel: Path, images: ImageOptions) -> Path:
 
 
 def _place_image(info: _ImageInfo, dest: Path, images: ImageOptions) -> None:
+    # dest is inside a fresh staging folder: nothing from an earlier run is there
     dest.parent.mkdir(parents=True, exist_ok=True)
     if images.size is None and images.format is None:
         if info.data is not None:
-            if not dest.exists():
-                with atomic_write(dest, "wb") as handle:
-                    handle.write(info.data)
+            with atomic_write(dest, "wb") as handle:
+                handle.write(info.data)
             return
-        if dest.exists():
-            if dest.samefile(info.src) or sha256_file(dest) == info.sha256:
-                return
-            dest.unlink()  # left from an earlier run with other content
         try:
             os.link(info.src, dest)
         except OSError:
             shutil.copyfile(info.src, dest)
         return
-    img = load_image(info.src or dest, data=info.data)
+    img = load_image(info.src or dest, data=info.data, max_pixels=images.max_pixels)
     if images.size:
         img.thumbnail((images.size, images.size))
     kind = CONVERTIBLE[dest.suffix.lower()]
@@ -110,28 +123,36 @@ def _check_images(read: SourceSplits, root: Path, images: ImageOptions) -> tuple
                     info = _ImageInfo(None, hashlib.sha256(data).hexdigest(), data=data,
                                       rel=str(Path("images") / _dest_rel(Path(name), images)))
                     try:
-                        load_image(name, data=data)
+                        load_image(name, data=data, max_pixels=images.max_pixels)
                     except UserError as err:
-                        info.reason = "unreadable: " + str(err).split(": ", 1)[-1]
+                        info.reason = _reason(err)
                     infos[key] = info
             else:
                 src = safe_source_path(path, root, sample.id)
                 key = str(src)
                 if key not in infos:
                     info = _ImageInfo(None, src=src)
-                    if not src.is_file():
-                        info.reason = "image not found"
-                    else:
-                        try:
-                            load_image(src)
+                    try:
+                        if not src.is_file():
+                            info.reason = "image not found"
+                        else:
+                            load_image(src, max_pixels=images.max_pixels)
                             info.sha256 = sha256_file(src)
                             info.rel = str(Path("images") / _dest_rel(src.relative_to(root.resolve()), images))
-                        except UserError as err:
-                            info.reason = "unreadable: " + str(err).split(": ", 1)[-1]
+                    except UserError as err:
+                        info.reason = _reason(err)
+                    except OSError as err:  # a name too long, a permission denied
+                        info.reason = f"unreadable: {err.strerror or err}"
                     infos[key] = info
             keys.append(key)
         per_sample[sample.id] = keys
     return infos, per_sample
+
+
+def _reason(err: UserError) -> str:
+    """The skip reason of an image error: its message without the path (listed beside it) or hint."""
+    message = str(err.args[0]).split(": ", 1)[-1]
+    return message if message.startswith("image too large") else "unreadable: " + message
 
 
 def _resplit_by_image(kept: dict[str, list[Sample]], hashes: dict[str, str], fractions, seed: int) -> dict[str, list[Sample]]:
@@ -165,21 +186,117 @@ def _resplit_by_image(kept: dict[str, list[Sample]], hashes: dict[str, str], fra
     return seeded_split(groups, fractions, seed)
 
 
+STAGING = re.compile(r"\.(?P<name>.+)\.(?:prepare|old)-(?P<pid>\d+)-[^/]+$")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _remove_stale(out: Path) -> None:
+    """Delete the hidden staging/old folders that dead prepare runs left beside `out`."""
+    for sibling in out.parent.glob(f".{glob_escape(out.name)}.*-*-*"):
+        match = STAGING.match(sibling.name)
+        if match and match["name"] == out.name and sibling.is_dir() and not _pid_alive(int(match["pid"])):
+            shutil.rmtree(sibling, ignore_errors=True)
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+def check_out(out: Path, source: Path, overwrite: bool) -> None:
+    """Refuse an output that prepare must not write or replace, before any work is done."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise UserError(f"{out}: exists and is not a folder; choose another --out")
+    resolved_out, resolved_source = out.resolve(), source.resolve()
+    if resolved_out == resolved_source or resolved_source in resolved_out.parents:
+        raise UserError(f"{out}: the output folder must not be inside the source {source}")
+    if resolved_out in resolved_source.parents:
+        raise UserError(f"{out}: the source {source} is inside the output folder, which prepare would replace")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MANIFEST).is_file():
+            raise UserError(f"{out}: a folder with files but no {MANIFEST}, so not a DATA_DIR; "
+                            "prepare never replaces a folder it did not write", hint="choose another --out")
+        if not overwrite:
+            raise UserError(f"{out}: a DATA_DIR is already there",
+                            hint="pass --overwrite to replace it (the old one stays whole until the new one is complete), "
+                                 "or choose another --out")
+
+
+def _verify(staging: Path, manifest: dict, by_rel: dict) -> None:
+    """Read back what was written before it may become the DATA_DIR."""
+    if read_json(staging / MANIFEST) != json.loads(json.dumps(manifest)):  # tuples read back as lists
+        raise RuntimeError("manifest.json does not read back as written")
+    for split, entry in manifest["splits"].items():
+        if sha256_file(staging / entry["file"]) != entry["sha256"]:
+            raise RuntimeError(f"{entry['file']} does not match the sha256 just recorded")
+    missing = [rel for rel in by_rel if not (staging / rel).is_file()]
+    if missing:
+        raise RuntimeError(f"images not written: {missing[:5]}")
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Rename the finished staging folder to `out`, replacing an old DATA_DIR there."""
+    _fsync_dir(staging)
+    old = None
+    if out.is_dir():
+        if any(out.iterdir()):
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-{os.getpid()}-", dir=out.parent))
+            os.replace(out, old / "data")  # a rename: `out` is now absent, never half-replaced
+        else:
+            out.rmdir()
+    try:
+        os.rename(staging, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old / "data", out)
+            shutil.rmtree(old, ignore_errors=True)
+        raise
+    _fsync_dir(out.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def prepare(source: str | Path, fmt: str, out: str | Path, options: PrepareOptions | None = None,
-            images: ImageOptions | None = None) -> dict:
-    """Prepare `source` (in format `fmt`) into `out`; return the manifest."""
+            images: ImageOptions | None = None, overwrite: bool = False) -> dict:
+    """Prepare `source` (in format `fmt`) into `out`; return the manifest.
+
+    `out` must be absent, an empty folder, or (with `overwrite`) a DATA_DIR; it is replaced
+    only once the new DATA_DIR is complete and checked.
+    """
     options = options or PrepareOptions()
     images = images or ImageOptions()
     source = Path(source)
     out = Path(out)
     if not source.exists():
         raise UserError(f"{source}: no such file or folder")
-    if out.resolve() == source.resolve() or source.resolve() in out.resolve().parents:
-        raise UserError(f"{out}: the output folder must not be inside the source {source}")
     if images.format not in (None, "png", "jpeg"):
-        raise UserError(f"--image-format must be png or jpeg, got {images.format!r}")
-    if images.size is not None and images.size < 8:
-        raise UserError(f"--image-size must be at least 8 pixels, got {images.size}")
+        raise UserError(f"--image-format must be png or jpeg, got {short(images.format)}")
+    if images.size is not None and not 8 <= images.size <= 100_000:
+        raise UserError(f"--image-size must be 8 to 100000 pixels, got {images.size}")
+    if images.max_pixels is not None and images.max_pixels < 1:
+        raise UserError(f"--max-image-pixels must be positive, got {images.max_pixels}")
+    check_out(out, source, overwrite)
     fractions = parse_fractions(options.split, default=(0.8, 0.1, 0.1)) if options.resplit_by_image else None
     # Resolve what the user typed ("../data/x") so that a '..' left in an image path can only
     # have come from the dataset's own files, which is what safe_source_path rejects.
@@ -194,8 +311,12 @@ def prepare(source: str | Path, fmt: str, out: str | Path, options: PrepareOptio
     seen_ids: dict[str, str] = {}
     for split in SPLITS:
         for s in read.splits.get(split, []):
+            # Text that is not valid Unicode (a lone surrogate from a JSON escape or a non-UTF-8
+            # file name) could never be written to the split file: stop it here, naming the sample.
+            check_unicode(s.to_dict(), f"{source}: {split} sample {clip(s.id)}")
             if s.id in seen_ids:
-                raise UserError(f"{source}: sample id {s.id!r} occurs twice ({seen_ids[s.id]} and {split}); ids must be unique across splits")
+                raise UserError(f"{source}: sample id {clip(s.id)} occurs twice ({seen_ids[s.id]} and {split}); "
+                                "ids must be unique across splits")
             seen_ids[s.id] = split
 
     infos, per_sample = _check_images(read, root, images)
@@ -205,9 +326,9 @@ def prepare(source: str | Path, fmt: str, out: str | Path, options: PrepareOptio
     for split in SPLITS:
         for sample in read.splits.get(split, []):
             keys = per_sample[sample.id]
-            reasons = [f"{infos[k].reason}: {k}" for k in keys if infos[k].reason]
+            reasons = [f"{infos[k].reason}: {clip(k, 300)}" for k in keys if infos[k].reason]
             if reasons:
-                problems.append(f"{split} {sample.id}: {'; '.join(reasons)}")
+                problems.append(f"{split} {clip(sample.id)}: {'; '.join(reasons)}")
                 skipped.append({"id": sample.id, "split": split, "reason": "; ".join(reasons)})
                 continue
             sample.images = [infos[k].rel for k in keys]
@@ -215,7 +336,7 @@ def prepare(source: str | Path, fmt: str, out: str | Path, options: PrepareOptio
 
     if problems and not options.skip_bad:
         listing = "\n  ".join(problems[:20]) + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "")
-        raise UserError(f"{len(problems)} sample(s) with missing or unreadable images:\n  {listing}",
+        raise UserError(f"{len(problems)} sample(s) with missing, unreadable or too large images:\n  {listing}",
                         hint="fix the files, or pass --skip-bad to skip these samples (they are listed in manifest.json)")
     if not any(kept.values()):
         raise UserError(f"{source}: no usable samples were found")
@@ -232,7 +353,30 @@ def prepare(source: str | Path, fmt: str, out: str | Path, options: PrepareOptio
     if options.resplit_by_image:
         kept = _resplit_by_image(kept, hashes, fractions, options.seed)
 
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale(out)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.prepare-{os.getpid()}-", dir=out.parent))
+    except OSError as err:
+        raise UserError(f"{out}: cannot create the output folder ({err.strerror or err})") from None
+    try:
+        manifest = _write(staging, kept, by_rel, hashes, infos, per_sample, skipped, read, fmt, source, options,
+                          images, fractions)
+        _verify(staging, manifest, by_rel)
+        _swap_in(staging, out)
+    except OSError as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        where = err.filename or out
+        raise UserError(f"{where}: cannot write the DATA_DIR ({err.strerror or err})") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _write(out: Path, kept, by_rel, hashes, infos, per_sample, skipped, read, fmt, source, options, images,
+           fractions) -> dict:
+    """Write images, split files and manifest into `out` (the staging folder)."""
     for rel, info in track(sorted(by_rel.items()), "writing images"):
         _place_image(info, out / rel, images)
 
@@ -242,10 +386,6 @@ def prepare(source: str | Path, fmt: str, out: str | Path, options: PrepareOptio
             path = out / f"{split}.jsonl"
             write_jsonl(path, (s.to_dict() for s in kept[split]))
             split_files[split] = {"file": path.name, "sha256": sha256_file(path), "samples": len(kept[split])}
-        else:
-            stale = out / f"{split}.jsonl"
-            if stale.exists():
-                stale.unlink()
 
     bad = [infos[k] for k in sorted({k for ks in per_sample.values() for k in ks}) if infos[k].reason]
     counts = summarize(kept, out, hashes)
@@ -269,7 +409,7 @@ def prepare(source: str | Path, fmt: str, out: str | Path, options: PrepareOptio
         "notes": notes,
         "skipped": skipped,
     }
-    write_json(out / "manifest.json", manifest)
+    write_json(out / MANIFEST, manifest)
     return manifest
 
 

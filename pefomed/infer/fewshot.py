@@ -102,10 +102,11 @@ def select_exemplars(train_samples: Sequence[Sample], k: int, seed: int, query: 
 def load_exemplar_pool(data_dir: str | Path, split: str) -> list[Sample]:
     """The solved samples of DATA_DIR/{split}.jsonl, image paths made absolute so they resolve
     whichever folder the questions' own images are relative to."""
-    from pefomed.records import read_split
+    from pefomed.records import read_split, resolve_image
 
     data_dir = Path(data_dir).resolve()
-    return [replace(s, images=[str(data_dir / p) for p in s.images]) for s in read_split(data_dir, split)]
+    return [replace(s, images=[str(resolve_image(data_dir, p, s.id)) for p in s.images])
+            for s in read_split(data_dir, split)]
 
 
 @dataclass(frozen=True)

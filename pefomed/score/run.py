@@ -62,7 +62,7 @@ class ScoreOptions:
     bootstrap: int = _option(1000, "Bootstrap resamples (0 = no bootstrap: accuracies keep their proportion "
                              "interval, comparisons get a verdict only from exact McNemar where it applies).",
                              check=(lambda v: v >= 0, ">= 0"))
-    seed: int = _option(0, "Bootstrap seed.")
+    seed: int = _option(0, "Bootstrap seed (0 or more).", check=(lambda v: 0 <= v < 2**63, "0 or more"))
     alpha: float = _option(0.05, "Significance level: (1 - alpha) intervals, verdicts at p < alpha.",
                            check=(lambda v: 0 < v < 1, "in (0, 1)"))
     resample_unit: str = _option("image", "What the bootstrap and paired tests resample: sample (each question/"

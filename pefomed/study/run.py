@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pefomed.console import console
+from pefomed.console import console, stdout_console
 from pefomed.study.plan import plan_study
 from pefomed.study.runner import run_units, shown, status
 from pefomed.study.spec import load_study
@@ -12,14 +12,14 @@ from pefomed.study.spec import load_study
 
 def print_plan(selections, cells, study_dir: Path) -> None:
     def show(unit):
-        console.print(f"[bold]{unit.kind} {unit.id}[/]  ({status(unit, study_dir)})", highlight=False)
+        stdout_console.print(f"[bold]{unit.kind} {unit.id}[/]  ({status(unit, study_dir)})", highlight=False)
         for step in unit.steps:
-            console.print("  " + shown(unit, step.argv, study_dir), markup=False, highlight=False, soft_wrap=True)
+            stdout_console.print("  " + shown(unit, step.argv, study_dir), markup=False, highlight=False)
 
-    console.rule(f"{len(selections)} prompt selections")
+    stdout_console.rule(f"{len(selections)} prompt selections")
     for unit in selections:
         show(unit)
-    console.rule(f"{len(cells)} cells")
+    stdout_console.rule(f"{len(cells)} cells")
     for unit in cells:
         show(unit)
 

@@ -103,7 +103,8 @@ def test_interrupted_infer_resumes_without_duplicates(tiny_run, demo_data, tmp_p
     (["train", "tiny-demo", "--data", "{tmp}", "--out", "{tmp}/r"], "not a prepared DATA_DIR"),
     (["infer", "{tmp}", "--data", "{tmp}", "--out", "{tmp}/p.jsonl"], "not a run folder"),
     (["infer", "{run}", "--out", "{tmp}/p.jsonl"], "exactly one of --data"),
-    (["infer", "{run}", "--data", "{tmp}", "--out", "{tmp}/p.jsonl"], "no 'test' split"),
+    # a folder without manifest.json is not a DATA_DIR (read_split checks the manifest's sha256s)
+    (["infer", "{run}", "--data", "{tmp}", "--out", "{tmp}/p.jsonl"], "not a DATA_DIR (no manifest.json)"),
     (["infer", "{run}", "--images", "{tmp}", "--out", "{tmp}/p.jsonl"], "no images"),
     (["score", "{tmp}/missing.jsonl"], "missing.jsonl"),
 ])

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import csv
 import io
+import math
+import os
 import pickle
 import random
 import re
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from pefomed.errors import UserError
+from pefomed.io import check_unicode, short
 from pefomed.records import SPLITS, Sample
 
 # Spellings of "no value" seen in the sources (VQA-RAD's OSF release writes the string "NULL").
@@ -29,26 +32,65 @@ SPLIT_WORDS = {
 }
 
 
-def clean(value: Any) -> str | None:
-    """Text of a field, stripped; None for missing values and the "NULL"-style placeholders."""
+def _kind(value: Any) -> str:
+    return "null" if value is None else "true/false" if isinstance(value, bool) else type(value).__name__
+
+
+def clean(value: Any, where: str = "", key: str = "field") -> str | None:
+    """Text of a field, stripped; None for missing values and the "NULL"-style placeholders.
+
+    Numbers become their text (VQA-RAD ids and answers are JSON numbers); a list or an object
+    is an error naming the field: str() would turn ["a", "b"] into the text "['a', 'b']".
+    """
     if value is None or isinstance(value, bool):
         return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if not isinstance(value, (str, int, float)):
+        raise UserError(f"{where or 'a record'}: '{key}' must be text, got {_kind(value)} {short(value, 60)}")
     text = str(value).strip()
     return None if text.lower() in NULL_STRINGS else text
 
 
+def text_field(value: Any, where: str, key: str, numbers: bool = False) -> str:
+    """A required text field (question, caption ...): a string, or with `numbers` an integer or
+    finite number kept as its text. null, true/false, lists and objects are errors naming it:
+    they must never become the text "None", "True" or "['a', 'b']"."""
+    if isinstance(value, str):
+        return value.strip()
+    if numbers and isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and (not isinstance(value, float) or math.isfinite(value)):
+        return str(value)
+    expected = "text or a number" if numbers else "text"
+    raise UserError(f"{where}: '{key}' must be {expected}, got {_kind(value)} {short(value, 60)}")
+
+
+def id_field(value: Any, where: str, key: str = "id") -> str:
+    """An identifier: a non-empty string or an integer, at most 256 characters."""
+    text = text_field(value, where, key, numbers=True)
+    if not text or len(text) > 256:
+        raise UserError(f"{where}: '{key}' must be 1 to 256 characters, got {short(value, 60)}")
+    return text
+
+
+def image_list(value: Any, where: str, key: str = "image") -> list[str]:
+    """One image path or a non-empty list of them, each a non-empty string."""
+    items = value if isinstance(value, list) else [value]
+    if not items or not all(isinstance(item, str) and item.strip() for item in items):
+        raise UserError(f"{where}: '{key}' must be an image path or a non-empty list of paths, got {short(value, 60)}")
+    return [item.strip() for item in items]
+
+
 def answer_text(value: Any, where: str) -> str:
     """Answers are text, sometimes JSON numbers (VQA-RAD: `2`); anything else is an error."""
-    if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
-        raise UserError(f"{where}: answer {value!r} is not text or a number")
-    return str(value).strip()
+    return text_field(value, where, "answer", numbers=True)
 
 
 def answer_type_of(value: Any, where: str) -> str:
     """"CLOSED", "closed ", "Open" ... -> "closed" | "open"."""
-    text = str(value).strip().lower() if value is not None else ""
+    text = value.strip().lower() if isinstance(value, str) else ""
     if text not in ("closed", "open"):
-        raise UserError(f"{where}: answer_type {value!r} is neither CLOSED nor OPEN")
+        raise UserError(f"{where}: answer_type {short(value, 60)} is neither CLOSED nor OPEN")
     return text
 
 
@@ -150,22 +192,61 @@ class _PlainUnpickler(pickle.Unpickler):
         raise _Refused(f"the pickle refers to {module}.{name}, only plain containers, "
                                      "strings and numbers are allowed")
 
+    def persistent_load(self, pid):  # noqa: D401 - pickle API
+        raise _Refused("the pickle uses persistent ids, only plain data is allowed")
+
+
+# Work bounds for a loaded pickle. Pickle's memo lets a few hundred bytes reference one list
+# from another list many times over (a list of 2 copies of a list of 2 copies ... 60 levels
+# down holds 2**60 leaves): loading is instant, but anything that walks the records (str(),
+# json.dumps, our readers) would never finish. A plain record pickle holds at most about one
+# object per byte, so the walk below counts objects as a tree (shared ones each time they are
+# reached) and stops at a bound tied to the file size, and refuses nesting deeper than
+# records ever need (which also stops self-containing lists).
+PICKLE_MAX_DEPTH = 32
+PICKLE_NODES_PER_BYTE = 4
+PICKLE_MIN_NODES = 100_000
+
+
+def _check_pickle_size(obj: Any, path: Path, size: int) -> None:
+    limit = max(PICKLE_MIN_NODES, PICKLE_NODES_PER_BYTE * size)
+    stack: list[tuple[Any, int]] = [(obj, 0)]
+    seen = 0
+    while stack:
+        node, depth = stack.pop()
+        seen += 1
+        if seen > limit:
+            raise UserError(f"{path}: refused to load: the pickle expands to more than {limit:,} objects "
+                            f"from {size:,} bytes (shared references used as a decompression bomb)")
+        if depth > PICKLE_MAX_DEPTH:
+            raise UserError(f"{path}: refused to load: the pickle nests deeper than {PICKLE_MAX_DEPTH} levels "
+                            "(or contains itself)")
+        if isinstance(node, dict):
+            stack.extend((x, depth + 1) for kv in node.items() for x in kv)
+        elif isinstance(node, (list, tuple, set, frozenset)):
+            stack.extend((x, depth + 1) for x in node)
+
 
 def load_plain_pickle(path: Path) -> Any:
     try:
+        size = os.path.getsize(path)
         with open(path, "rb") as handle:
-            return _PlainUnpickler(handle).load()
+            obj = _PlainUnpickler(handle).load()
     except _Refused as err:
         raise UserError(f"{path}: refused to load: {err}") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError) as err:
-        raise UserError(f"{path}: malformed pickle ({type(err).__name__}: {err})") from None
     except OSError as err:
-        raise UserError(f"{path}: cannot read ({err.strerror})") from None
+        raise UserError(f"{path}: cannot read ({err.strerror or err})") from None
+    except MemoryError:
+        raise UserError(f"{path}: malformed pickle (it asks for more memory than there is)") from None
+    except Exception as err:  # noqa: BLE001 - nothing can run (no globals), so any failure is a damaged file
+        raise UserError(f"{path}: malformed pickle ({type(err).__name__}: {short(str(err), 200)})") from None
+    _check_pickle_size(obj, path, size)
+    return check_unicode(obj, str(path))
 
 
 def need_keys(rec: Any, keys: Iterable[str], where: str) -> dict:
     if not isinstance(rec, dict):
-        raise UserError(f"{where}: expected an object, got {type(rec).__name__}")
+        raise UserError(f"{where}: expected an object, got {_kind(rec)}")
     absent = [k for k in keys if k not in rec]
     if absent:
         raise UserError(f"{where}: missing {', '.join(absent)}")

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from pefomed.data.formats import PrepareOptions, SourceSplits, register
-from pefomed.data.formats._common import (clean, image_root, json_files, need_keys, need_list, parse_fractions,
-                                          seeded_split, split_of)
+from pefomed.data.formats._common import (clean, image_list, image_root, json_files, need_keys, need_list, parse_fractions,
+                                          seeded_split, split_of, text_field)
 from pefomed.errors import UserError
 from pefomed.io import read_json
 from pefomed.records import Sample
@@ -30,13 +30,13 @@ def read_captions(source: Path, options: PrepareOptions) -> SourceSplits:
             where = f"{path}: record {index}"
             need_keys(rec, ("image", "caption"), where)
             sample_id = f"{path.stem}-{index}"
-            caption = clean(rec["caption"])
+            caption = clean(text_field(rec["caption"], where, "caption"), where, "caption")
             if not caption:
                 if not options.skip_bad:
                     raise UserError(f"{where}: empty caption", hint="pass --skip-bad to skip it")
                 skipped.append({"id": sample_id, "reason": f"empty caption ({where})"})
                 continue
-            images = rec["image"] if isinstance(rec["image"], list) else [rec["image"]]
+            images = image_list(rec["image"], where, "image")
             by_split.setdefault(split, []).append(Sample(
                 id=sample_id, task="report", images=[str(root / str(p)) for p in images], answer=caption,
                 meta={"source_file": path.name}))

@@ -12,19 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from pefomed.data.formats import PrepareOptions, SourceSplits, register
+from pefomed.data.formats._common import answer_text, answer_type_of, clean, id_field, text_field
 from pefomed.errors import UserError
 from pefomed.io import read_json
 from pefomed.records import Sample
 
 FILES = {"train": "trainset.json", "test": "testset.json"}
 REQUIRED = ("qid", "image_name", "question", "answer", "answer_type")
-
-
-def answer_text(value) -> str:
-    """Answers are strings except about ten JSON integers; keep them as their text."""
-    if isinstance(value, bool) or value is None:
-        raise ValueError(f"answer {value!r} is not text or a number")
-    return str(value).strip()
 
 
 @register("data-rad")
@@ -48,30 +42,28 @@ def read_data_rad(source: Path, options: PrepareOptions) -> SourceSplits:
                 raise UserError(f"{where}: expected an object")
             absent = [key for key in REQUIRED if key not in rec]
             if absent:
-                raise UserError(f"{where} (qid {rec.get('qid')}): missing {', '.join(absent)}")
+                raise UserError(f"{where}: missing {', '.join(absent)}")
+            qid = id_field(rec["qid"], where, "qid")
+            where = f"{where} (qid {qid})"
             if options.drop_frame and rec.get("phrase_type") == "frame":
                 dropped_frame += 1
                 continue
-            answer_type = str(rec["answer_type"]).strip().lower()
-            if answer_type not in ("closed", "open"):
-                raise UserError(f"{where} (qid {rec['qid']}): answer_type {rec['answer_type']!r} is neither CLOSED nor OPEN")
-            try:
-                answer = answer_text(rec["answer"])
-            except ValueError as err:
-                raise UserError(f"{where} (qid {rec['qid']}): {err}") from None
+            answer_type = answer_type_of(rec["answer_type"], where)
+            answer = answer_text(rec["answer"], where)
+            image_name = text_field(rec["image_name"], where, "image_name")
             meta = {
                 "qid": rec["qid"],
-                "organ": rec.get("image_organ"),
-                "question_type": rec.get("question_type"),
-                "phrase_type": rec.get("phrase_type"),
+                "organ": clean(rec.get("image_organ"), where, "image_organ"),
+                "question_type": clean(rec.get("question_type"), where, "question_type"),
+                "phrase_type": clean(rec.get("phrase_type"), where, "phrase_type"),
                 "modality": None,
                 "language": "en",
             }
             samples.append(Sample(
-                id=f"vqa-rad-{rec['qid']}",
+                id=f"vqa-rad-{qid}",
                 task="vqa",
-                images=[str(source / "images" / str(rec["image_name"]))],
-                question=str(rec["question"]).strip(),
+                images=[str(source / "images" / image_name)],
+                question=text_field(rec["question"], where, "question"),
                 answer=answer,
                 answer_type=answer_type,
                 meta={k: v for k, v in meta.items() if v is not None},

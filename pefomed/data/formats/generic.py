@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Iterator
 
 from pefomed.data.formats import PrepareOptions, SourceSplits, register
-from pefomed.data.formats._common import (answer_text, answer_type_of, clean, compact, image_root, infer_answer_type,
-                                          parse_fractions, read_csv_rows, seeded_split, split_of)
+from pefomed.data.formats._common import (answer_text, answer_type_of, clean, compact, id_field, image_list, image_root,
+                                          infer_answer_type, parse_fractions, read_csv_rows, seeded_split, split_of,
+                                          text_field)
 from pefomed.data.images import IMAGE_SUFFIXES
 from pefomed.errors import UserError
-from pefomed.io import iter_jsonl
+from pefomed.io import iter_jsonl, short
 from pefomed.records import SPLITS, Sample
 
 FIELDS = ("question", "answer", "image", "id", "split", "answer_type", "prompt", "task")
@@ -43,18 +44,21 @@ def _finish(by_split: dict[str | None, list[Sample]], options: PrepareOptions, n
     return splits
 
 
-def _images(value, where: str) -> list[str]:
+def _images(value, where: str, key: str) -> list[str]:
     if isinstance(value, list):
-        return [str(v) for v in value]
-    text = clean(value)
+        return image_list(value, where, key)
+    text = clean(value, where, key)
     if text is None:
         raise UserError(f"{where}: no image path")
     if text.startswith("["):
         try:
-            return [str(v) for v in json.loads(text)]
-        except json.JSONDecodeError:
+            return image_list(json.loads(text), where, key)
+        except (json.JSONDecodeError, RecursionError):
             raise UserError(f"{where}: image column looks like a JSON list but is not valid JSON") from None
-    return [p.strip() for p in text.split(";") if p.strip()]
+    paths = [p.strip() for p in text.split(";") if p.strip()]
+    if not paths:
+        raise UserError(f"{where}: no image path")
+    return paths
 
 
 def _read_table(source: Path, options: PrepareOptions, kind: str,
@@ -74,32 +78,43 @@ def _read_table(source: Path, options: PrepareOptions, kind: str,
     inferred = 0
     for path in files:
         file_split = split_of(path.name) if source.is_dir() or split_of(path.name) else None
-        for line, row in rows_of(path):
+        rows = list(rows_of(path))
+        # The file is VQA when any row has the question field (a CSV: the header). A row that
+        # lacks it is then an error, never silently a report sample.
+        vqa_file = "question" in options.column_map or any(col["question"] in row for _, row in rows)
+        for line, row in rows:
             where = f"{path}:{line}"
             for need in ("answer", "image"):
                 if col[need] not in row:
                     raise UserError(f"{where}: no column {col[need]!r} for {need} (use --map {need}=COLUMN)")
-            question = row.get(col["question"])
-            task = clean(row.get(col["task"])) or ("vqa" if col["question"] in row else "report")
+            task = clean(row.get(col["task"]), where, col["task"]) or ("vqa" if vqa_file else "report")
             if task not in ("vqa", "report"):
-                raise UserError(f"{where}: task {task!r} must be vqa or report")
+                raise UserError(f"{where}: task {short(task, 40)} must be vqa or report")
+            question = None
+            if task == "vqa":
+                if col["question"] not in row:
+                    raise UserError(f"{where}: a vqa row without the {col['question']!r} field"
+                                    + (" (other rows of the file have it)" if vqa_file else ""),
+                                    hint="add the question, or map its column with --map question=COLUMN")
+                question = text_field(row[col["question"]], where, col["question"])
             answer = answer_text(row[col["answer"]], where)
-            sample_id = clean(row.get(col["id"])) or f"{path.stem}-{line}"
+            given_id = clean(row.get(col["id"]), where, col["id"])
+            sample_id = id_field(given_id, where, col["id"]) if given_id is not None else f"{path.stem}-{line}"
             split = file_split
             if col["split"] in row:
-                split = split_of(str(row[col["split"]]))
+                split = split_of(clean(row[col["split"]], where, col["split"]) or "")
                 if split is None:
-                    raise UserError(f"{where}: split {row[col['split']]!r} is none of {', '.join(SPLITS)}")
+                    raise UserError(f"{where}: split {short(row[col['split']], 40)} is none of {', '.join(SPLITS)}")
             answer_type = None
             if task == "vqa":
-                if clean(row.get(col["answer_type"])):
+                if clean(row.get(col["answer_type"]), where, col["answer_type"]):
                     answer_type = answer_type_of(row[col["answer_type"]], where)
                 else:
                     answer_type, inferred = infer_answer_type(answer), inferred + 1
             by_split.setdefault(split, []).append(Sample(
-                id=str(sample_id), task=task, images=[str(root / p) for p in _images(row[col["image"]], where)],
-                question=str(question).strip() if task == "vqa" and question is not None else None,
-                prompt=clean(row.get(col["prompt"])) if task == "report" else None,
+                id=sample_id, task=task, images=[str(root / p) for p in _images(row[col["image"]], where, col["image"])],
+                question=question,
+                prompt=clean(row.get(col["prompt"]), where, col["prompt"]) if task == "report" else None,
                 answer=answer, answer_type=answer_type,
                 meta=compact({k: row.get(v) for k, v in extra.items()})))
     if inferred:
@@ -137,6 +152,8 @@ def read_folder(source: Path, options: PrepareOptions) -> SourceSplits:
                 report = clean(sidecar.read_text(encoding="utf-8"))
             except UnicodeDecodeError as err:
                 raise UserError(f"{sidecar}: not UTF-8 text (byte {err.start})") from None
+            except OSError as err:
+                raise UserError(f"{sidecar}: cannot read ({err.strerror or err})") from None
         if not report:
             reason = f"{'empty' if sidecar.is_file() else 'no'} sidecar report {sidecar.name}"
             problems.append(f"{sample_id}: {reason} for {image}")

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from pathlib import Path
 
 from pefomed.data.formats import EMBEDDED, PrepareOptions, SourceSplits, register
-from pefomed.data.formats._common import answer_text, clean, compact, infer_answer_type, split_of
+from pefomed.data.formats._common import answer_text, clean, compact, infer_answer_type, split_of, text_field
 from pefomed.errors import UserError
 from pefomed.records import Sample
 
@@ -36,7 +37,9 @@ def _suffix(data: bytes, path: str | None) -> str:
     for magic, suffix in MAGIC:
         if data.startswith(magic):
             return suffix
-    return Path(path).suffix.lower() if path and Path(path).suffix else ".bin"
+    # the suffix becomes part of a file name in DATA_DIR: only a short plain one is taken
+    suffix = Path(path).suffix.lower() if isinstance(path, str) and "\x00" not in path else ""
+    return suffix if re.fullmatch(r"\.[a-z0-9]{1,8}", suffix) else ".bin"
 
 
 def read_parquet(source: Path, options: PrepareOptions, preset: str) -> SourceSplits:
@@ -67,24 +70,24 @@ def read_parquet(source: Path, options: PrepareOptions, preset: str) -> SourceSp
             where = f"{shard}: row {index}"
             image = row["image"]
             data = image.get("bytes") if isinstance(image, dict) else image if isinstance(image, bytes) else None
-            if not data:
+            if not isinstance(data, bytes) or not data:
                 raise UserError(f"{where}: the image column holds no bytes")
             name = f"embedded/{hashlib.sha256(data).hexdigest()}{_suffix(data, image.get('path') if isinstance(image, dict) else None)}"
             embedded[name] = data
             answer = answer_text(row["answer"], where)
             meta = {**fixed_meta, "shard": str(rel), "row": index}
             for key in ("answer_type", "modality", "organ", "question_type", "language"):
-                if clean(row.get(key)) is not None:
-                    meta[key] = clean(row[key])
+                if clean(row.get(key), where, key) is not None:
+                    meta[key] = clean(row[key], where, key)
             # an export that does carry an answer type is trusted over the yes/no rule
-            given = str(row.get("answer_type") or "").strip().lower()
+            given = (clean(row.get("answer_type"), where, "answer_type") or "").lower()
             answer_type = given if given in ("closed", "open") else infer_answer_type(answer)
             meta.pop("answer_type", None)
             splits.setdefault(split, []).append(Sample(
                 id=f"{prefix}-{rel.stem}-{index}",
                 task="vqa",
                 images=[EMBEDDED + name],
-                question=str(row["question"] or "").strip(),
+                question=text_field(row["question"], where, "question"),
                 answer=answer,
                 answer_type=answer_type,
                 meta=compact(meta),

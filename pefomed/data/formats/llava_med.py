@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from pefomed.data.formats import PrepareOptions, SourceSplits, register
-from pefomed.data.formats._common import (answer_type_of, image_root, infer_answer_type, json_files, need_keys,
-                                          need_list, parse_fractions, seeded_split, split_of)
+from pefomed.data.formats._common import (answer_type_of, id_field, image_list, image_root, infer_answer_type, json_files,
+                                          need_keys, need_list, parse_fractions, seeded_split, split_of, text_field)
 from pefomed.errors import UserError
 from pefomed.io import read_json
 from pefomed.records import Sample
@@ -33,7 +33,9 @@ def read_llava_med(source: Path, options: PrepareOptions) -> SourceSplits:
         for index, rec in enumerate(need_list(read_json(path), path)):
             where = f"{path}: record {index}"
             need_keys(rec, ("id", "image", "conversations"), where)
-            where = f"{where} (id {rec['id']})"
+            rec_id = id_field(rec["id"], where)
+            where = f"{where} (id {rec_id})"
+            images = image_list(rec["image"], where, "image")
             turns = rec["conversations"]
             if not isinstance(turns, list) or len(turns) < 2 or len(turns) % 2:
                 raise UserError(f"{where}: conversations must be human/gpt pairs")
@@ -42,16 +44,15 @@ def read_llava_med(source: Path, options: PrepareOptions) -> SourceSplits:
                 if not (isinstance(human, dict) and isinstance(gpt, dict)
                         and human.get("from") == "human" and gpt.get("from") == "gpt"):
                     raise UserError(f"{where}: turn {k} must be from human and turn {k + 1} from gpt")
-                question = str(human.get("value") or "").replace(PLACEHOLDER, "").strip()
-                answer = str(gpt.get("value") or "").strip()
+                question = text_field(human.get("value"), f"{where}: turn {k}", "value").replace(PLACEHOLDER, "").strip()
+                answer = text_field(gpt.get("value"), f"{where}: turn {k + 1}", "value", numbers=True)
                 if rec.get("answer_type") is not None:
                     answer_type = answer_type_of(rec["answer_type"], where)
                 else:
                     answer_type = infer_answer_type(answer)
                     inferred += 1
-                images = rec["image"] if isinstance(rec["image"], list) else [rec["image"]]
                 by_split.setdefault(split, []).append(Sample(
-                    id=f"{rec['id']}-{k // 2}", task="vqa", images=[str(root / str(p)) for p in images],
+                    id=f"{rec_id}-{k // 2}", task="vqa", images=[str(root / str(p)) for p in images],
                     question=question, answer=answer, answer_type=answer_type, meta={"source_file": path.name}))
     notes: dict[str, object] = {}
     if inferred:

@@ -14,8 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from pefomed.data.formats import PrepareOptions, SourceSplits, register
-from pefomed.data.formats._common import answer_text, infer_answer_type, load_plain_pickle, need_keys, need_list
+from pefomed.data.formats._common import (answer_text, infer_answer_type, load_plain_pickle, need_keys, need_list,
+                                          text_field)
 from pefomed.errors import UserError
+from pefomed.io import short
 from pefomed.records import Sample
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -41,9 +43,11 @@ def read_pathvqa(source: Path, options: PrepareOptions) -> SourceSplits:
         for index, rec in enumerate(need_list(load_plain_pickle(path), path, "a pickled list of records")):
             where = f"{path}: record {index}"
             need_keys(rec, ("image", "question", "answer"), where)
-            name = str(rec["image"]).strip()
+            name = text_field(rec["image"], where, "image")
+            if not name or "/" in name or "\x00" in name or name in (".", ".."):
+                raise UserError(f"{where}: image {short(name, 60)} is not a plain file name")
             image = image_root / split / name
-            if not Path(name).suffix:
+            if not Path(name).suffix and len(name) < 200:
                 # names come without a suffix; the release uses .jpg, some mirrors .png
                 image = next((image.with_name(name + s) for s in IMAGE_SUFFIXES if image.with_name(name + s).is_file()),
                              image.with_name(name + ".jpg"))
@@ -52,7 +56,7 @@ def read_pathvqa(source: Path, options: PrepareOptions) -> SourceSplits:
                 id=f"pathvqa-{split}-{index}",
                 task="vqa",
                 images=[str(image)],
-                question=str(rec["question"]).strip(),
+                question=text_field(rec["question"], where, "question"),
                 answer=answer,
                 answer_type=infer_answer_type(answer),
                 meta={"image_name": name, "language": "en", "modality": "pathology"},

@@ -19,6 +19,7 @@ from pathlib import Path
 from pefomed.data.formats import PrepareOptions, SourceSplits, register
 from pefomed.data.formats._common import clean, infer_answer_type, read_csv_rows, split_of
 from pefomed.errors import UserError
+from pefomed.io import short
 from pefomed.records import Sample
 
 CANDIDATES = {"train": ("train.csv", "train_2.csv"), "test": ("test.csv", "test_2.csv", "test_clean.csv")}
@@ -65,7 +66,7 @@ def read_pmc_vqa(source: Path, options: PrepareOptions) -> SourceSplits:
             answer = clean(row[answer_col]) or ""
             question = clean(row["Question"]) or ""
             if label and label not in choices and choices:
-                raise UserError(f"{where}: Answer_label {label!r} is not one of the choices {', '.join(choices)}")
+                raise UserError(f"{where}: Answer_label {short(label, 60)} is not one of the choices {', '.join(choices)}")
             if options.multiple_choice:
                 if not choices or not label:
                     raise UserError(f"{where}: --multiple-choice needs Choice A..D and Answer_label")

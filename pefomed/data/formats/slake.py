@@ -12,7 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from pefomed.data.formats import PrepareOptions, SourceSplits, register
-from pefomed.data.formats._common import answer_text, answer_type_of, clean, compact, need_keys, need_list
+from pefomed.data.formats._common import (answer_text, answer_type_of, clean, compact, id_field, need_keys, need_list,
+                                          text_field)
 from pefomed.errors import UserError
 from pefomed.io import read_json
 from pefomed.records import Sample
@@ -44,26 +45,27 @@ def read_slake(source: Path, options: PrepareOptions) -> SourceSplits:
         for index, rec in enumerate(need_list(read_json(path), path)):
             where = f"{path}: record {index}"
             need_keys(rec, REQUIRED, where)
-            where = f"{where} (qid {rec['qid']})"
-            lang = str(rec["q_lang"]).strip().lower()
+            qid = id_field(rec["qid"], where, "qid")
+            where = f"{where} (qid {qid})"
+            lang = text_field(rec["q_lang"], where, "q_lang").lower()
             if options.language != "all" and lang != options.language:
                 other_language += 1
                 continue
             meta = {
                 "qid": rec["qid"],
                 "img_id": rec.get("img_id"),
-                "organ": clean(rec.get("location")),
-                "modality": clean(rec.get("modality")),
-                "question_type": clean(rec.get("content_type")),
-                "base_type": clean(rec.get("base_type")),
+                "organ": clean(rec.get("location"), where, "location"),
+                "modality": clean(rec.get("modality"), where, "modality"),
+                "question_type": clean(rec.get("content_type"), where, "content_type"),
+                "base_type": clean(rec.get("base_type"), where, "base_type"),
                 "triple": rec.get("triple") if rec.get("base_type") == "kvqa" else None,
                 "language": lang,
             }
             samples.append(Sample(
-                id=f"slake-{rec['qid']}",
+                id=f"slake-{qid}",
                 task="vqa",
-                images=[str(image_dir / str(rec["img_name"]))],
-                question=str(rec["question"]).strip(),
+                images=[str(image_dir / text_field(rec["img_name"], where, "img_name"))],
+                question=text_field(rec["question"], where, "question"),
                 answer=answer_text(rec["answer"], where),
                 answer_type=answer_type_of(rec["answer_type"], where),
                 meta=compact(meta),

@@ -12,8 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from pefomed.data.formats import PrepareOptions, SourceSplits, register
-from pefomed.data.formats._common import answer_text, answer_type_of, clean, compact, need_keys, need_list
+from pefomed.data.formats._common import (answer_text, answer_type_of, clean, compact, id_field, need_keys, need_list,
+                                          text_field)
 from pefomed.errors import UserError
+from pefomed.io import short
 from pefomed.io import read_json
 from pefomed.records import Sample
 
@@ -38,26 +40,28 @@ def read_vqa_rad(source: Path, options: PrepareOptions) -> SourceSplits:
     for index, rec in enumerate(records):
         where = f"{path}: record {index}"
         need_keys(rec, REQUIRED, where)
-        where = f"{where} (qid {rec['qid']})"
-        phrase = str(rec["phrase_type"]).strip().lower()
+        qid = id_field(rec["qid"], where, "qid")
+        where = f"{where} (qid {qid})"
+        phrase = (clean(rec["phrase_type"], where, "phrase_type") or "").lower()
         if phrase not in SPLIT_OF_PHRASE:
-            raise UserError(f"{where}: phrase_type {rec['phrase_type']!r} is none of {', '.join(SPLIT_OF_PHRASE)}")
-        image_name = clean(rec["image_name"])
-        question = clean(rec["question"])
+            raise UserError(f"{where}: phrase_type {short(rec['phrase_type'], 60)} is none of {', '.join(SPLIT_OF_PHRASE)}")
+        image_name = clean(rec["image_name"], where, "image_name")
+        # "NULL" is the release's spelling of an empty question; JSON null is not text at all
+        question = clean(text_field(rec["question"], where, "question"), where, "question")
         if image_name is None:
             raise UserError(f"{where}: no image_name")
         meta = {
             "qid": rec["qid"],
-            "organ": clean(rec.get("image_organ")),
-            "question_type": clean(rec.get("question_type")),
+            "organ": clean(rec.get("image_organ"), where, "image_organ"),
+            "question_type": clean(rec.get("question_type"), where, "question_type"),
             "phrase_type": phrase,
-            "qid_linked_id": clean(rec.get("qid_linked_id")),
-            "evaluation": clean(rec.get("evaluation")),
-            "image_case_url": clean(rec.get("image_case_url")),
+            "qid_linked_id": clean(rec.get("qid_linked_id"), where, "qid_linked_id"),
+            "evaluation": clean(rec.get("evaluation"), where, "evaluation"),
+            "image_case_url": clean(rec.get("image_case_url"), where, "image_case_url"),
             "language": "en",
         }
         splits[SPLIT_OF_PHRASE[phrase]].append(Sample(
-            id=f"vqa-rad-{rec['qid']}",
+            id=f"vqa-rad-{qid}",
             task="vqa",
             images=[str(image_dir / image_name)],
             question=question or "",
