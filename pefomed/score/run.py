@@ -59,6 +59,8 @@ class ScoreOptions:
     judge_key_env: str | None = _option(None, "Env var holding the judge API key, e.g. OPENAI_API_KEY.")
     judge_local: str | None = _option(None, "Local transformers causal LM folder as judge.")
     judge_cache: str | None = _option(None, "Judge reply cache folder (default ~/.cache/pefomed/judge).")
+    judge_protocol: str = _option("pefomed", "Judge prompts: pefomed (ours) or pefomed-paper (PeFoMed's released "
+                                  "gpt_eval prompts, verbatim).", choices=("pefomed", "pefomed-paper"))
     bootstrap: int = _option(1000, "Bootstrap resamples (0 = no bootstrap: accuracies keep their proportion "
                              "interval, comparisons get a verdict only from exact McNemar where it applies).",
                              check=(lambda v: v >= 0, ">= 0"))
