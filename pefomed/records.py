@@ -85,19 +85,24 @@ class Sample:
 
 @dataclass
 class Prediction:
-    """One row of PRED.jsonl. `reference`, `answer_type`, `task`, `meta` are set when known."""
+    """One row of PRED.jsonl, written by infer and read back by score (one schema for both).
+    `reference`, `answer_type`, `task`, `meta` are set when known; `references` holds extra
+    references when a file carries several; `line` is where score read the row (never written)."""
 
     id: str
-    images: list[str]
-    question: str
     prediction: str
+    images: list[str] = field(default_factory=list)
+    question: str = ""
     reference: str | None = None
     answer_type: str | None = None
     task: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    references: list[str] | None = None
+    line: int = field(default=0, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         row = asdict(self)
+        row.pop("line")
         return {k: v for k, v in row.items() if v is not None}
 
 

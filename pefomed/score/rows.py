@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pefomed.errors import UserError
 from pefomed.io import short
-from pefomed.records import ANSWER_TYPES, TASKS, iter_predictions
+from pefomed.records import ANSWER_TYPES, TASKS, Prediction, iter_predictions
 
 REQUIRED = ("id", "prediction", "reference")
 # meta keys that scoring groups or resamples by: each must be a plain value (text or a number),
@@ -17,17 +16,9 @@ REQUIRED = ("id", "prediction", "reference")
 GROUPING_META = ("question_type", "organ", "modality", "study_id", "patient_id", "subject_id")
 
 
-@dataclass
-class Row:
-    id: str
-    prediction: str
-    reference: str
-    task: str
-    answer_type: str | None = None
-    question: str = ""
-    meta: dict[str, Any] = field(default_factory=dict)
-    line: int = 0
-    references: list[str] | None = None  # optional extra references (report metrics use all)
+# A scored row is a PRED.jsonl row (pefomed.records.Prediction): one schema for infer and score.
+# read_rows guarantees what the metrics rely on: reference and task are set, question is text.
+Row = Prediction
 
 
 def _infer_task(row: dict[str, Any]) -> str | None:
@@ -87,8 +78,11 @@ def read_rows(path: str | os.PathLike, task: str | None = None) -> list[Row]:
         if references is not None and (not isinstance(references, list) or not references
                                        or not all(isinstance(x, str) for x in references)):
             raise UserError(f"{where}: 'references' must be a non-empty list of strings")
+        images = raw.get("images") or []
+        if not isinstance(images, list) or not all(isinstance(x, str) for x in images):
+            raise UserError(f"{where}: 'images' must be a list of paths")
         rows.append(Row(id=row_id, references=references, prediction=raw["prediction"], reference=raw["reference"],
-                        task=row_task or task or "report", answer_type=answer_type,
+                        task=row_task or task or "report", answer_type=answer_type, images=images,
                         question=question or "", meta=meta, line=lineno))
     if not rows:
         raise UserError(f"{path}: no predictions (the file is empty)")

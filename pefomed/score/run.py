@@ -148,17 +148,8 @@ def collect_specs(rows: list, opts: ScoreOptions, groups: list | None = None) ->
 # ---------------------------------------------------------------- resampling units (clusters)
 
 def row_images(path: Path, rows: list) -> list[list[str]]:
-    """Each row's image paths. Row objects that carry `images` are used directly; otherwise the
-    file is read once more for them (the score reader keeps only what the metrics need)."""
-    if rows and hasattr(rows[0], "images"):
-        return [list(getattr(r, "images") or []) for r in rows]
-    from pefomed.records import iter_predictions
-
-    by_id: dict[str, list[str]] = {}
-    for _, raw in iter_predictions(path):
-        images = raw.get("images")
-        by_id[str(raw.get("id"))] = [str(x) for x in images] if isinstance(images, list) else []
-    return [by_id.get(r.id, []) for r in rows]
+    """Each row's image paths (the first one names the image cluster)."""
+    return [list(r.images) for r in rows]
 
 
 def _meta_key(row, names: tuple[str, ...]) -> tuple[str, str] | None:
