@@ -282,12 +282,34 @@ def prepare(source: str | Path, fmt: str, out: str | Path, options: PrepareOptio
     """Prepare `source` (in format `fmt`) into `out`; return the manifest.
 
     `out` must be absent, an empty folder, or (with `overwrite`) a DATA_DIR; it is replaced
-    only once the new DATA_DIR is complete and checked.
+    only once the new DATA_DIR is complete and checked. The steps, in order: check the
+    options, read the source with its format's reader, check every sample's text and id, check
+    every image, keep the usable samples, name each image's place in DATA_DIR, re-split by image
+    (when asked), then write into a staging folder, verify it and swap it in.
     """
     options = options or PrepareOptions()
     images = images or ImageOptions()
-    source = Path(source)
-    out = Path(out)
+    source, out = Path(source), Path(out)
+    _check_options(source, out, images, overwrite)
+    fractions = parse_fractions(options.split, default=(0.8, 0.1, 0.1)) if options.resplit_by_image else None
+    # Resolve what the user typed ("../data/x") so that a '..' left in an image path can only
+    # have come from the dataset's own files, which is what safe_source_path rejects.
+    source = source.resolve()
+    if options.images is not None:
+        options = dataclasses.replace(options, images=Path(options.images).resolve())
+    read, root = _read_source(source, fmt, options)
+    _check_samples(read, source)
+    infos, per_sample = _check_images(read, root, images)
+    kept, skipped = _keep_usable(read, infos, per_sample, source, options.skip_bad)
+    by_rel = _image_places(infos, per_sample)
+    hashes = {rel: info.sha256 for rel, info in by_rel.items()}
+    if options.resplit_by_image:
+        kept = _resplit_by_image(kept, hashes, fractions, options.seed)
+    return _write_verified(out, lambda staging: _write(staging, kept, by_rel, hashes, infos, per_sample, skipped,
+                                                       read, fmt, source, options, images, fractions), by_rel)
+
+
+def _check_options(source: Path, out: Path, images: ImageOptions, overwrite: bool) -> None:
     if not source.exists():
         raise UserError(f"{source}: no such file or folder")
     if images.format not in (None, "png", "jpeg"):
@@ -297,17 +319,20 @@ def prepare(source: str | Path, fmt: str, out: str | Path, options: PrepareOptio
     if images.max_pixels is not None and images.max_pixels < 1:
         raise UserError(f"--max-image-pixels must be positive, got {images.max_pixels}")
     check_out(out, source, overwrite)
-    fractions = parse_fractions(options.split, default=(0.8, 0.1, 0.1)) if options.resplit_by_image else None
-    # Resolve what the user typed ("../data/x") so that a '..' left in an image path can only
-    # have come from the dataset's own files, which is what safe_source_path rejects.
-    source = source.resolve()
-    if options.images is not None:
-        options = dataclasses.replace(options, images=Path(options.images).resolve())
+
+
+def _read_source(source: Path, fmt: str, options: PrepareOptions) -> tuple[SourceSplits, Path]:
+    """The format's reader output and the folder its image paths are relative to."""
     read: SourceSplits = get_reader(fmt)(source, options)
     root = (read.root or (source if source.is_dir() else source.parent)).resolve()
     unknown = set(read.splits) - set(SPLITS)
     if unknown:
         raise RuntimeError(f"reader for {fmt} returned unknown splits {unknown}")
+    return read, root
+
+
+def _check_samples(read: SourceSplits, source: Path) -> None:
+    """Every sample's text is valid Unicode and every id is unique across splits."""
     seen_ids: dict[str, str] = {}
     for split in SPLITS:
         for s in read.splits.get(split, []):
@@ -319,7 +344,11 @@ def prepare(source: str | Path, fmt: str, out: str | Path, options: PrepareOptio
                                 "ids must be unique across splits")
             seen_ids[s.id] = split
 
-    infos, per_sample = _check_images(read, root, images)
+
+def _keep_usable(read: SourceSplits, infos: dict, per_sample: dict, source: Path,
+                 skip_bad: bool) -> tuple[dict[str, list[Sample]], list]:
+    """Samples whose images are all usable (their paths now DATA_DIR-relative), and the skipped
+    ones with their reasons; without --skip-bad, any unusable image is an error listing them."""
     skipped = list(read.skipped)
     kept: dict[str, list[Sample]] = {}
     problems: list[str] = []
@@ -333,14 +362,17 @@ def prepare(source: str | Path, fmt: str, out: str | Path, options: PrepareOptio
                 continue
             sample.images = [infos[k].rel for k in keys]
             kept.setdefault(split, []).append(sample)
-
-    if problems and not options.skip_bad:
+    if problems and not skip_bad:
         listing = "\n  ".join(problems[:20]) + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "")
         raise UserError(f"{len(problems)} sample(s) with missing, unreadable or too large images:\n  {listing}",
                         hint="fix the files, or pass --skip-bad to skip these samples (they are listed in manifest.json)")
     if not any(kept.values()):
         raise UserError(f"{source}: no usable samples were found")
+    return kept, skipped
 
+
+def _image_places(infos: dict, per_sample: dict) -> dict[str, _ImageInfo]:
+    """Each used image by its path in DATA_DIR; two different files may not land on one path."""
     used = {k for s_keys in per_sample.values() for k in s_keys if not infos[k].reason}
     by_rel: dict[str, _ImageInfo] = {}
     for key in sorted(used):
@@ -349,10 +381,12 @@ def prepare(source: str | Path, fmt: str, out: str | Path, options: PrepareOptio
         if other is not info and other.sha256 != info.sha256:
             raise UserError(f"{info.src} and {other.src} would both be written as {info.rel}",
                             hint="convert without --image-format, or rename one of them")
-    hashes = {rel: info.sha256 for rel, info in by_rel.items()}
-    if options.resplit_by_image:
-        kept = _resplit_by_image(kept, hashes, fractions, options.seed)
+    return by_rel
 
+
+def _write_verified(out: Path, write, by_rel: dict) -> dict:
+    """`write(staging)` into a hidden sibling of `out`, verify it, then swap it in: a DATA_DIR is
+    whole or absent, whatever happens midway."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale(out)
@@ -360,8 +394,7 @@ def prepare(source: str | Path, fmt: str, out: str | Path, options: PrepareOptio
     except OSError as err:
         raise UserError(f"{out}: cannot create the output folder ({err.strerror or err})") from None
     try:
-        manifest = _write(staging, kept, by_rel, hashes, infos, per_sample, skipped, read, fmt, source, options,
-                          images, fractions)
+        manifest = write(staging)
         _verify(staging, manifest, by_rel)
         _swap_in(staging, out)
     except OSError as err:
