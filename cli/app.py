@@ -48,7 +48,8 @@ app = typer.Typer(
 @app.callback()
 def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
           local_rank: int = typer.Option(None, "--local_rank", "--local-rank", hidden=True,
-                                         help="Set by the deepspeed launcher, which puts it before the command.")):
+                                         help="Set by the deepspeed launcher, which puts it before the command (declared "
+                                              "once, here; the process reads LOCAL_RANK from the environment).")):
     if debug:
         os.environ["PEFOMED_DEBUG"] = "1"
 

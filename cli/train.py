@@ -28,8 +28,6 @@ def register(app: typer.Typer) -> None:
         data: Optional[Path] = typer.Option(None, "--data", help="DATA_DIR written by `pefomed prepare`."),
         out: Optional[Path] = typer.Option(None, "--out", help="RUN_DIR to write (default runs/<recipe name>)."),
         resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this RUN_DIR from its last checkpoint."),
-        local_rank: Optional[int] = typer.Option(None, "--local_rank", "--local-rank", hidden=True,
-                                                 help="Set by the deepspeed launcher."),
     ):
         from pefomed.train.run import start_or_resume
 

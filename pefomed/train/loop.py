@@ -26,6 +26,7 @@ from pefomed.data.train_batches import EpochPlan, TrainingBatches
 from pefomed.recipe import Recipe
 from pefomed.records import read_split
 from pefomed.train.log import RunLog
+from pefomed.train.loss import answer_tokens, scaled_for_deepspeed, token_loss_sum
 
 
 def _quiet_deepspeed() -> None:
@@ -133,7 +134,8 @@ class Plan:
         return cls(samples, epochs, val_samples, metric)
 
 
-def _check_inputs(recipe: Recipe, run_dir: Path, resume: bool) -> Path:
+def check_inputs(recipe: Recipe, run_dir: Path, resume: bool) -> Path:
+    """Cheap checks before any process group, model or RUN_DIR exists; returns DATA_DIR."""
     import torch
 
     from pefomed.models.loader import check_model_source
@@ -231,7 +233,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
     from pefomed.train.evaluate import evaluate
 
     run_dir, cfg = Path(run_dir), recipe.train
-    data_dir = _check_inputs(recipe, run_dir, resume)
+    data_dir = check_inputs(recipe, run_dir, resume)
     rank, world = init_distributed()
     is_main = rank == 0
     seed_everything(cfg.seed)
@@ -258,7 +260,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
     batches = TrainingBatches(plan.samples, collator, plan.epochs, cfg.batch_size, cfg.seed, rank, world,
                               pad_blank_image=has_vision)
     engine.train()
-    window = {"loss": 0.0, "micro": 0, "samples": 0, "data_wait": 0.0, "start": time.perf_counter()}
+    window = {"loss": 0.0, "tokens": 0.0, "samples": 0, "data_wait": 0.0, "start": time.perf_counter()}
     bar = progress_bar() if is_main else None
     if bar:
         bar.start()
@@ -266,24 +268,31 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
     micro_batches = iter(_loader(batches, micro, plan.total_steps * cfg.grad_accum, cfg))
     try:
         while step < plan.total_steps:
+            # one optimizer step: its micro-batches first, so the loss can be normalised by the
+            # answer tokens of the whole global batch (pefomed.train.loss)
             wait_start = time.perf_counter()
-            ids, batch = next(micro_batches)
+            step_batches = [next(micro_batches) for _ in range(cfg.grad_accum)]
             window["data_wait"] += time.perf_counter() - wait_start
-            loss = engine(**_to_device(batch, device(), dtype)).loss
-            engine.backward(loss)
-            engine.step()
-            micro += 1
-            window["loss"] += loss.item()
-            window["micro"] += 1
-            window["samples"] += len(ids) * world
-            if micro % cfg.grad_accum:
-                continue
+            tokens = torch.tensor(float(sum(answer_tokens(batch["labels"]) for _, batch in step_batches)))
+            if world > 1:
+                dist.all_reduce(tokens)
+            for ids, batch in step_batches:
+                labels = batch.pop("labels")
+                logits = engine(**_to_device(batch, device(), dtype)).logits
+                loss_sum = token_loss_sum(logits, labels)
+                engine.backward(scaled_for_deepspeed(loss_sum, int(tokens.item()), cfg.grad_accum, world))
+                engine.step()
+                micro += 1
+                window["loss"] += loss_sum.item()
+                window["samples"] += len(ids) * world
+            window["tokens"] += tokens.item()
             step += 1
             if step % cfg.log_every == 0 or step == plan.total_steps:
-                mean_loss = torch.tensor(window["loss"] / window["micro"])
+                # mean loss per answer token over the window, all processes
+                mean_loss = torch.tensor(window["loss"])
                 if world > 1:
                     dist.all_reduce(mean_loss)
-                    mean_loss /= world
+                mean_loss /= max(window["tokens"], 1.0)
                 elapsed = max(time.perf_counter() - window["start"], 1e-9)
                 row = {"step": step, "epoch": round(micro / plan.epochs.micro_per_epoch, 4),
                        "loss": round(mean_loss.item(), 6), "lr": scheduler.get_last_lr()[0],
@@ -294,7 +303,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
                 log.train_row(row)
                 if bar:
                     bar.update(task, completed=step, status=f"loss {row['loss']:.4f} lr {row['lr']:.2e}")
-                window = {"loss": 0.0, "micro": 0, "samples": 0, "data_wait": 0.0, "start": time.perf_counter()}
+                window = {"loss": 0.0, "tokens": 0.0, "samples": 0, "data_wait": 0.0, "start": time.perf_counter()}
             elif bar:
                 bar.update(task, completed=step)
             if cfg.eval_every and (step % cfg.eval_every == 0 or step == plan.total_steps):

@@ -13,7 +13,7 @@ from pefomed.recipe import load_recipe
 
 def start_or_resume(recipe_path: str | None, overrides: list[str], data: Path | None, out: Path | None,
                     resume: Path | None) -> Path:
-    from pefomed.train.loop import train
+    from pefomed.train.loop import check_inputs, train
 
     if resume is not None:
         if recipe_path is not None or overrides:
@@ -35,6 +35,7 @@ def start_or_resume(recipe_path: str | None, overrides: list[str], data: Path | 
         # only the first process checks: the others would find the recipe.yaml it just wrote
         if os.environ.get("RANK", "0") == "0" and holds_a_run(run_dir):
             raise UserError(f"{run_dir} already holds a run; choose another --out, or continue it with --resume {run_dir}")
+    check_inputs(recipe, run_dir, resume=resume is not None)  # a mistake leaves no RUN_DIR behind
     if os.environ.get("RANK", "0") == "0":
         with exclusive(run_dir):  # the first process of a launch holds RUN_DIR for the whole run
             result = train(recipe, run_dir, resume=resume is not None)
