@@ -66,7 +66,9 @@ def predict(samples: list[Sample], image_root: Path, recipe, bundle, out: str | 
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
     done = _done_ids(partial) if partial.exists() else set()
-    todo = [s for s in samples if s.id not in done]
+    # batches of similar prompt length waste less compute on padding; PRED.jsonl is put back in
+    # input order at the end (batched generation equals one-by-one, so grouping changes no answer)
+    todo = sorted((s for s in samples if s.id not in done), key=lambda s: _prompt_length(s, data, exemplars))
     batch_size = batch_size or recipe.infer.batch_size
     generate = Generator(bundle.model, bundle.processor, data, image_root,
                          max_new_tokens or recipe.infer.max_new_tokens, recipe.infer.num_beams,
@@ -86,8 +88,30 @@ def predict(samples: list[Sample], image_root: Path, recipe, bundle, out: str | 
                 handle.write(dumps(row.to_dict()) + "\n")
             handle.flush()
             bar.update(task, advance=len(chunk))
-    os.replace(partial, out)
+    _restore_input_order(partial, out, [s.id for s in samples])
     return out
+
+
+def _prompt_length(sample: Sample, data, exemplars: dict) -> tuple[int, int]:
+    """A cheap proxy for the encoded prompt's length: images, then instruction characters."""
+    from pefomed.instructions import instruction
+
+    shots = exemplars.get(sample.id, [])
+    text = len(instruction(sample, data)) + sum(len(instruction(e, data)) + len(e.answer) for e in shots)
+    return (len(sample.images) + sum(len(e.images) for e in shots), text)
+
+
+def _restore_input_order(partial: Path, out: Path, order: list[str]) -> None:
+    """Write PRED.jsonl with its rows in the order of the input samples, atomically."""
+    from pefomed.io import atomic_write
+
+    position = {sample_id: i for i, sample_id in enumerate(order)}
+    with open(partial, "rb") as handle:
+        lines = [line for line in handle if line.endswith(b"\n")]
+    lines.sort(key=lambda line: position.get(json.loads(line)["id"], len(position)))
+    with atomic_write(out, "wb", encoding=None) as handle:
+        handle.writelines(lines)
+    os.remove(partial)
 
 
 def _answer(chunk: list[Sample], generate, rank, exemplars: dict, closed_candidates) -> list[str]:

@@ -48,6 +48,8 @@ def test_zero_shot_from_a_model_folder_equals_the_same_model_from_its_recipe(tin
     a, b = rows(tmp_path / "a.jsonl"), rows(tmp_path / "b.jsonl")
     n_test = sum(1 for _ in open(demo_data / "test.jsonl"))
     assert len(a) == n_test and [r["id"] for r in a] == [r["id"] for r in b]
+    # batches are grouped by prompt length, the file is in input order
+    assert [r["id"] for r in a] == [json.loads(line)["id"] for line in open(demo_data / "test.jsonl")]
     assert [r["prediction"] for r in a] == [r["prediction"] for r in b]
     assert all(r["question"].endswith("Answer with a single word or phrase.") for r in a)
     settings = json.loads((tmp_path / "a.settings.json").read_text())
