@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -52,6 +52,14 @@ def register(app: typer.Typer) -> None:
         limit: Optional[int] = typer.Option(None, "--limit", help="Answer a seeded subsample of N samples (prompt "
                                             "selection on validation data)."),
         limit_seed: int = typer.Option(0, "--limit-seed", help="Seed of the --limit subsample."),
+        temperature: Optional[float] = typer.Option(None, "--temperature", help="Sample at this temperature (0: "
+                                                    "greedy, the default)."),
+        top_p: Optional[float] = typer.Option(None, "--top-p", help="Nucleus sampling threshold (with --temperature)."),
+        repetition_penalty: Optional[float] = typer.Option(None, "--repetition-penalty", help="Above 1 discourages "
+                                                           "repeated tokens."),
+        seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed (batch by batch)."),
+        stop: Optional[List[str]] = typer.Option(None, "--stop", help="Stop at this string (repeatable); it is cut "
+                                                 "from the answer."),
         trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow Python code shipped with the "
                                                "model to run (needed each time; never taken from a RUN_DIR)."),
     ):
@@ -63,6 +71,7 @@ def register(app: typer.Typer) -> None:
                               closed_answer=closed_answer, blind=blind)
         options = InferOptions(batch_size=batch_size, max_new_tokens=max_new_tokens,
                                trust_remote_code=trust_remote_code, report_prompt=report_prompt,
-                               prompting=prompting, limit=limit, limit_seed=limit_seed)
+                               prompting=prompting, limit=limit, limit_seed=limit_seed, temperature=temperature,
+                               top_p=top_p, repetition_penalty=repetition_penalty, seed=seed, stop=stop or None)
         written = run_infer(source, out, data=data, split=split, images=images, question=question, options=options)
         console.print(f"predictions: {written}")

@@ -155,6 +155,11 @@ class InferSection(_Section):
     batch_size: int = Field(8, gt=0)
     max_new_tokens: int = Field(32, gt=0)
     num_beams: int = Field(1, gt=0)
+    temperature: float = Field(0.0, ge=0, le=100, description="0: greedy; above 0: sampling at this temperature")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling (with temperature > 0)")
+    repetition_penalty: float = Field(1.0, gt=0, le=100, description="above 1 discourages repeated tokens")
+    seed: int = Field(0, ge=0, description="seeds sampling, batch by batch")
+    stop: list[str] = Field(default_factory=list, description="stop generating at any of these strings (cut from the text)")
 
 
 class Recipe(_Section):

@@ -72,7 +72,7 @@ def predict(samples: list[Sample], image_root: Path, recipe, bundle, out: str | 
     batch_size = batch_size or recipe.infer.batch_size
     generate = Generator(bundle.model, bundle.processor, data, image_root,
                          max_new_tokens or recipe.infer.max_new_tokens, recipe.infer.num_beams,
-                         blind=prompting.blind)
+                         blind=prompting.blind, sampling=recipe.infer)
     rank = Ranker(bundle.model, bundle.processor, data, image_root, batch_size=batch_size,
                   blind=prompting.blind) if prompting.closed_answer == "rank" else None
     with open(partial, "a", encoding="utf-8") as handle, progress_bar() as bar:

@@ -35,6 +35,12 @@ class InferOptions:
     prompting: Prompting = field(default_factory=Prompting)
     limit: Optional[int] = None  # answer a seeded subsample of this many samples (prompt selection)
     limit_seed: int = 0
+    # sampling (None keeps the source recipe's infer.*): temperature 0 is greedy
+    temperature: Optional[float] = None
+    top_p: Optional[float] = None
+    repetition_penalty: Optional[float] = None
+    seed: Optional[int] = None
+    stop: Optional[list[str]] = None
 
     def check(self) -> None:
         for flag, value in (("--batch-size", self.batch_size), ("--max-new-tokens", self.max_new_tokens),
@@ -43,6 +49,13 @@ class InferOptions:
                 raise UserError(f"{flag} must be at least 1, got {value}")
 
     def apply(self, recipe: Recipe) -> None:
+        for key in ("temperature", "top_p", "repetition_penalty", "seed", "stop"):
+            value = getattr(self, key)
+            if value is not None:
+                try:
+                    setattr(recipe.infer, key, value)
+                except Exception as err:  # pydantic's range checks
+                    raise UserError(f"--{key.replace('_', '-')}: {_first_line(err)}") from None
         if self.report_prompt is not None:
             try:
                 recipe.data.report_prompt = self.report_prompt
@@ -62,6 +75,10 @@ def subsample(samples: list, limit: int | None, seed: int) -> list:
 
 
 def _first_line(err: Exception) -> str:
+    errors = getattr(err, "errors", None)  # pydantic: the reason, not its "1 validation error" header
+    if callable(errors):
+        first = errors()[0]
+        return f"{first['msg']} (got {first.get('input')!r})"
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
@@ -80,7 +97,9 @@ def prediction_settings(source: ModelSource, recipe: Recipe, inputs: dict, promp
         "inputs": inputs,
         "prompt": prompt,
         "generation": {"max_new_tokens": max_new_tokens, "num_beams": recipe.infer.num_beams,
-                       "do_sample": False, "batch_size": batch_size},
+                       "do_sample": recipe.infer.temperature > 0, "temperature": recipe.infer.temperature,
+                       "top_p": recipe.infer.top_p, "repetition_penalty": recipe.infer.repetition_penalty,
+                       "seed": recipe.infer.seed, "stop": list(recipe.infer.stop), "batch_size": batch_size},
     }
 
 

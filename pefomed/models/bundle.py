@@ -16,9 +16,16 @@ class ModelBundle:
 
 def quiet_transformers() -> None:
     """Weight-loading progress bars are noise next to our own progress output."""
+    import os
     import warnings
 
+    import torch
     from transformers.utils import logging as hf_logging
+
+    if "DS_ACCELERATOR" not in os.environ and not torch.cuda.is_available():
+        # DeepSpeed (imported by peft/transformers integrations) otherwise warns that it "set the
+        # accelerator to CPU" on every command of a machine without a GPU
+        os.environ["DS_ACCELERATOR"] = "cpu"
 
     # peft still calls a transformers property that warns on every load
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)

@@ -8,6 +8,8 @@ encoded by pefomed.data.collate.Collator.
 
 from __future__ import annotations
 
+import hashlib
+
 from collections.abc import Sequence
 
 from pefomed.records import Sample
@@ -37,7 +39,7 @@ class Generator:
     """
 
     def __init__(self, model, processor, data, image_root, max_new_tokens: int, num_beams: int = 1,
-                 synced: bool = False, blind: bool = False):
+                 synced: bool = False, blind: bool = False, sampling=None):
         from pefomed.data.collate import Collator
 
         self.model, self.processor = model, processor
@@ -47,6 +49,32 @@ class Generator:
         tokenizer = processor.tokenizer
         config_eos = _as_list(getattr(model.generation_config, "eos_token_id", None))
         self.eos = [i for i in dict.fromkeys([tokenizer.eos_token_id, *config_eos]) if i is not None]
+        # an InferSection (temperature, top_p, repetition_penalty, seed, stop); None: greedy
+        self.sampling = sampling
+
+    def _options(self, samples: list[Sample]) -> dict:
+        options = {"do_sample": False}
+        cfg = self.sampling
+        if cfg is None:
+            return options
+        if cfg.temperature > 0:
+            import torch
+
+            # seeded per batch (by the seed and the batch's first id): the same command gives the
+            # same samples; other batch sizes draw differently, as any batched sampler does
+            torch.manual_seed(int.from_bytes(hashlib.sha256(f"{cfg.seed}:{samples[0].id}".encode()).digest()[:6], "big"))
+            options.update(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p)
+        if cfg.repetition_penalty != 1.0:
+            options["repetition_penalty"] = cfg.repetition_penalty
+        if cfg.stop:
+            options.update(stop_strings=list(cfg.stop), tokenizer=self.processor.tokenizer)
+        return options
+
+    def _cut_at_stop(self, text: str) -> str:
+        if self.sampling is None or not self.sampling.stop:
+            return text
+        cuts = [text.find(stop) for stop in self.sampling.stop if stop and stop in text]
+        return text[:min(cuts)] if cuts else text
 
     def __call__(self, samples: list[Sample], shots: Sequence[Sequence[Sample]] | None = None) -> list[str]:
         """The answer to each sample; `shots[i]` are the solved examples put before samples[i]."""
@@ -56,11 +84,12 @@ class Generator:
         batch = self.collator([self.collator.encode(s, k) for s, k in zip(samples, shots)])
         batch = to_device(batch, self.device, self.dtype)
         with torch.inference_mode():
-            generated = self.model.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                            num_beams=self.num_beams, use_cache=True, eos_token_id=self.eos,
-                                            pad_token_id=self.collator.pad_id, synced_gpus=self.synced)
+            generated = self.model.generate(**batch, max_new_tokens=self.max_new_tokens, num_beams=self.num_beams,
+                                            use_cache=True, eos_token_id=self.eos, pad_token_id=self.collator.pad_id,
+                                            synced_gpus=self.synced, **self._options(samples))
         new_tokens = generated[:, batch["input_ids"].shape[1]:]
-        return [t.strip() for t in self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+        texts = self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        return [self._cut_at_stop(t).strip() for t in texts]
 
 
 def _as_list(value) -> list:

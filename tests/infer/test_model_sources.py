@@ -141,3 +141,31 @@ def test_images_walks_sub_folders_with_relative_ids_and_takes_one_file(tiny_run,
     assert main(["infer", str(tiny_run), "--images", str(tmp_path / "scans" / "study2" / "image1.png"),
                  "--question", "Is this normal?", "--out", str(one), "--max-new-tokens", "1"]) == 0
     assert [r["id"] for r in rows(one)] == ["image1.png"]
+
+
+def test_sampling_options_are_seeded_recorded_and_checked(tiny_base, demo_data, tmp_path, capsys):
+    common = ["--data", str(demo_data), "--max-new-tokens", "6", "--limit", "12", "--temperature", "1.5",
+              "--top-p", "0.95", "--repetition-penalty", "1.2"]
+    outs = {}
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        out = tmp_path / f"{name}.jsonl"
+        assert main(["infer", str(tiny_base), "--out", str(out), "--seed", str(seed), *common]) == 0
+        outs[name] = [r["prediction"] for r in rows(out)]
+    assert outs["a"] == outs["b"]  # the same command, the same samples
+    assert outs["a"] != outs["c"]  # another seed draws otherwise
+    generation = json.loads((tmp_path / "a.settings.json").read_text())["generation"]
+    assert generation["do_sample"] is True and generation["temperature"] == 1.5 and generation["seed"] == 1
+    assert generation["top_p"] == 0.95 and generation["repetition_penalty"] == 1.2
+    # a stop string ends the answer and is cut from it
+    stop = tmp_path / "stop.jsonl"
+    greedy = tmp_path / "greedy.jsonl"
+    assert main(["infer", str(tiny_base), "--out", str(greedy), "--data", str(demo_data), "--limit", "12",
+                 "--max-new-tokens", "6"]) == 0
+    texts = [r["prediction"] for r in rows(greedy)]
+    marker = next(t for t in texts if len(t) > 2)[1]  # a character the greedy answers contain
+    assert main(["infer", str(tiny_base), "--out", str(stop), "--data", str(demo_data), "--limit", "12",
+                 "--max-new-tokens", "6", "--stop", marker]) == 0
+    assert all(marker not in r["prediction"] for r in rows(stop))
+    assert main(["infer", str(tiny_base), "--out", str(tmp_path / "bad.jsonl"), "--data", str(demo_data),
+                 "--temperature", "-1"]) == 2
+    assert "--temperature" in capsys.readouterr().err
