@@ -49,6 +49,8 @@ def register(app: typer.Typer) -> None:
                                           "candidates (yes/no, meta options) by log-likelihood."),
         blind: bool = typer.Option(False, "--blind", help="Ask without the image (a blank one where the family needs "
                                    "an image): how much of a score the image earns."),
+        skip_bad: bool = typer.Option(False, "--skip-bad", help="--images: skip unreadable, empty, truncated or too "
+                                      "large images (each listed with its reason in PRED.skipped.jsonl)."),
         limit: Optional[int] = typer.Option(None, "--limit", help="Answer a seeded subsample of N samples (prompt "
                                             "selection on validation data)."),
         limit_seed: int = typer.Option(0, "--limit-seed", help="Seed of the --limit subsample."),
@@ -71,7 +73,7 @@ def register(app: typer.Typer) -> None:
                               closed_answer=closed_answer, blind=blind)
         options = InferOptions(batch_size=batch_size, max_new_tokens=max_new_tokens,
                                trust_remote_code=trust_remote_code, report_prompt=report_prompt,
-                               prompting=prompting, limit=limit, limit_seed=limit_seed, temperature=temperature,
+                               prompting=prompting, skip_bad=skip_bad, limit=limit, limit_seed=limit_seed, temperature=temperature,
                                top_p=top_p, repetition_penalty=repetition_penalty, seed=seed, stop=stop or None)
         written = run_infer(source, out, data=data, split=split, images=images, question=question, options=options)
         console.print(f"predictions: {written}")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from pefomed.console import console
 from pefomed.errors import UserError
 from pefomed.infer.fewshot import Prompting, prompt_settings
 from pefomed.io import short, write_json
@@ -33,6 +34,7 @@ class InferOptions:
     report_prompt: Optional[str] = None  # replaces data.report_prompt
     # system prompt, VQA template, few-shot, closed-answer ranking, blind (pefomed.infer.fewshot)
     prompting: Prompting = field(default_factory=Prompting)
+    skip_bad: bool = False  # --images: skip unreadable, empty, truncated or too large images, listed beside PRED
     limit: Optional[int] = None  # answer a seeded subsample of this many samples (prompt selection)
     limit_seed: int = 0
     # sampling (None keeps the source recipe's infer.*): temperature 0 is greedy
@@ -89,6 +91,11 @@ def settings_path(out: Path) -> Path:
     return out.with_name(stem + ".settings.json")
 
 
+def skipped_path(out: Path) -> Path:
+    """PRED.jsonl -> PRED.skipped.jsonl (images --skip-bad left out, with the reason)."""
+    return settings_path(out).with_name(settings_path(out).name.replace(".settings.json", ".skipped.jsonl"))
+
+
 def prediction_settings(source: ModelSource, recipe: Recipe, inputs: dict, prompt: dict, batch_size: int,
                         max_new_tokens: int) -> dict[str, Any]:
     return {
@@ -106,7 +113,10 @@ def prediction_settings(source: ModelSource, recipe: Recipe, inputs: dict, promp
 def _what_defines_the_answers(settings: dict) -> dict:
     """The settings a resumed run must share with the interrupted one (batch size may change)."""
     kept = json.loads(json.dumps(settings))
-    kept["generation"].pop("batch_size", None)
+    if not kept["generation"].get("do_sample"):  # greedy answers do not depend on the batch size
+        kept["generation"].pop("batch_size", None)
+    for key in ("skip_bad", "skipped"):  # skipping bad images changes which samples, not their answers
+        kept["inputs"].pop(key, None)
     return kept
 
 
@@ -171,8 +181,6 @@ def _check_report_request(source: ModelSource, recipe: Recipe, options: InferOpt
     if options.report_prompt is None and source.kind == "run" and trained_tasks(recipe) == {"vqa"}:
         raise UserError(f"{source.text} was trained on VQA questions only, and --images without --question asks "
                         f"for reports", hint="pass --question \"...\" (or --report-prompt to ask for reports anyway)")
-    from pefomed.console import console
-
     console.print(f"no --question: asking each image for a report (prompt: {recipe.data.report_prompt!r})",
                   highlight=False, markup=False)
 
@@ -182,7 +190,7 @@ def infer(source_text: str, out: str | Path, data: str | Path | None = None, spl
           options: InferOptions | None = None) -> Path:
     """The library entry point of `pefomed infer`; returns the PRED.jsonl path."""
     from pefomed.infer.generate import predict
-    from pefomed.infer.sources import folder_samples, split_samples
+    from pefomed.infer.sources import drop_unreadable, folder_samples, split_samples
 
     options = options or InferOptions()
     options.check()
@@ -195,6 +203,13 @@ def infer(source_text: str, out: str | Path, data: str | Path | None = None, spl
         raise UserError("--question goes with --images (a DATA_DIR brings its own questions)")
     source = resolve_source(str(source_text))  # cheap: a wrong path fails before the data is read
     samples, root = split_samples(data, split) if data is not None else folder_samples(images, question)
+    skipped: list[dict] = []
+    if options.skip_bad:
+        if images is None:
+            raise UserError("--skip-bad goes with --images (a DATA_DIR's images were checked by prepare)")
+        samples, skipped = drop_unreadable(samples, root)
+        for entry in skipped:
+            console.print(f"skipped {entry['id']}: {entry['reason']}", highlight=False, markup=False)
     if not samples:
         raise UserError(f"{data or images}: nothing to answer" + (f" in split {split!r}" if data is not None else ""))
     if options.limit is not None:
@@ -209,11 +224,17 @@ def infer(source_text: str, out: str | Path, data: str | Path | None = None, spl
               else {"images": str(Path(images).resolve()), "question": question})
     if options.limit is not None:
         inputs.update(limit=options.limit, limit_seed=options.limit_seed)
+    if options.skip_bad:
+        inputs.update(skip_bad=True, skipped=len(skipped))
     prompt = prompt_settings(samples, root, recipe, bundle.processor, options.prompting,
                              max_new_tokens=max_new_tokens)
     settings = prediction_settings(source, recipe, inputs, prompt, batch_size, max_new_tokens)
     _claim_partial(out, settings, samples)
     predict(samples, root, recipe, bundle, out, batch_size=batch_size, max_new_tokens=max_new_tokens,
             with_references=data is not None, prompting=options.prompting)
+    if options.skip_bad:
+        from pefomed.io import write_jsonl
+
+        write_jsonl(skipped_path(out), skipped)  # every skipped image with its reason, beside PRED.jsonl
     _publish_settings(out, settings)
     return out

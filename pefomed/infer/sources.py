@@ -56,3 +56,20 @@ def folder_samples(source: str | Path, question: str | None) -> tuple[list[Sampl
         samples.append(Sample(id=rel, task="vqa" if question else "report", images=[rel], answer="",
                               question=question))
     return samples, root
+
+
+def drop_unreadable(samples: list[Sample], root: Path) -> tuple[list[Sample], list[dict]]:
+    """--skip-bad: the samples whose every image opens (decoded once here, within the pixel
+    limit), and for each other one its id and why it was skipped."""
+    from pefomed.data.images import load_image
+
+    kept, skipped = [], []
+    for sample in samples:
+        try:
+            for rel in sample.images:
+                load_image(root / rel)
+        except UserError as err:
+            skipped.append({"id": sample.id, "reason": str(err)})
+            continue
+        kept.append(sample)
+    return kept, skipped
