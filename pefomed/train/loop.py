@@ -26,7 +26,7 @@ from pefomed.data.train_batches import EpochPlan, TrainingBatches
 from pefomed.recipe import Recipe
 from pefomed.records import read_split
 from pefomed.train.log import RunLog
-from pefomed.train.loss import answer_tokens, scaled_for_deepspeed, token_loss_sum
+from pefomed.train.loss import answer_tokens, micro_batch_loss_sum, scaled_for_deepspeed
 
 
 def _quiet_deepspeed() -> None:
@@ -278,8 +278,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
                 dist.all_reduce(tokens)
             for ids, batch in step_batches:
                 labels = batch.pop("labels")
-                logits = engine(**_to_device(batch, device(), dtype)).logits
-                loss_sum = token_loss_sum(logits, labels)
+                loss_sum = micro_batch_loss_sum(engine, _to_device(batch, device(), dtype), labels)
                 engine.backward(scaled_for_deepspeed(loss_sum, int(tokens.item()), cfg.grad_accum, world))
                 engine.step()
                 micro += 1

@@ -42,3 +42,10 @@ def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def scaled_for_deepspeed(loss_sum: torch.Tensor, global_tokens: int, grad_accum: int, world: int) -> torch.Tensor:
     """The value to hand to engine.backward so the step's gradient is sum / global_tokens."""
     return loss_sum * (grad_accum * world) / max(global_tokens, 1)
+
+
+def micro_batch_loss_sum(model, batch: dict, labels: torch.Tensor) -> torch.Tensor:
+    """Forward one micro-batch (without labels, so the model computes no loss of its own) and
+    return the sum of its answer-token losses."""
+    logits = model(**batch).logits
+    return token_loss_sum(logits, labels)
