@@ -85,6 +85,10 @@ class ModelSection(_Section):
     composed: ComposedConfig = ComposedConfig()
     freeze_vision: bool = True
     trust_remote_code: bool = False
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
+        "sdpa", description="attention kernel of every part: sdpa (torch's fused kernel), eager (the reference "
+                            "maths; Gemma 3 / MedGemma train stably with it), flash_attention_2 (needs the "
+                            "flash-attn package and a CUDA GPU)")
 
 
 class MethodSection(_Section):
@@ -97,6 +101,9 @@ class MethodSection(_Section):
     train_projector: bool = True
     num_virtual_tokens: int = Field(20, gt=0)  # prefix / prompt tuning
     full_parts: list[Literal["vision", "projector", "llm"]] = ["projector", "llm"]  # method=full
+    quantize: Optional[Literal["4bit"]] = Field(
+        None, description="QLoRA: hold the frozen LLM in 4-bit NF4 (bitsandbytes, double quantisation) under a "
+                          "LoRA-family method; the adapter and projector train in full precision")
 
 
 class DataSection(_Section):
@@ -149,6 +156,8 @@ class TrainSection(_Section):
     num_workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes that decode images and run the "
                                                          "processor ahead of the model (0: in the training process)")
     prefetch_batches: int = Field(2, gt=0, le=64, description="micro-batches each worker prepares ahead")
+    answer_only_logits: bool = Field(True, description="run the LM head only at positions that predict an answer "
+                                                       "token (same loss and gradients, far less memory)")
 
 
 class InferSection(_Section):
@@ -275,23 +284,20 @@ def builtin_recipe_path(name: str) -> Path:
     return path
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Load a recipe file (or a built-in name), apply dotted overrides, validate."""
-    path = Path(path)
-    if not path.exists() and path.suffix == "":  # a built-in name: tiny-demo, pefomed-paper/stage2-vqa-rad
-        path = builtin_recipe_path(str(path))
-    if not path.is_file():
-        raise UserError(f"{path}: recipe file not found")
+def read_yaml_file(path: Path, what: str) -> Any:
+    """A user's YAML file (a recipe, a study) as data: UTF-8 only (UTF-16, binary and other bytes
+    are named as such), yaml.safe_load (no tags that build objects), bounded nesting, valid
+    Unicode; every problem is one UserError naming the file (and line)."""
     try:
         data = path.read_bytes()
     except OSError as err:
         raise UserError(f"{path}: cannot read ({err.strerror or err})") from None
     if data.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in data[:4096]:
-        raise UserError(f"{path}: the recipe is UTF-16 or binary, not UTF-8 text", hint="save it as UTF-8")
+        raise UserError(f"{path}: the {what} is UTF-16 or binary, not UTF-8 text", hint="save it as UTF-8")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        raise UserError(f"{path}: not UTF-8 text (byte {err.start})", hint="save the recipe as UTF-8") from None
+        raise UserError(f"{path}: not UTF-8 text (byte {err.start})", hint=f"save the {what} as UTF-8") from None
     try:
         tree = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
@@ -301,6 +307,17 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     except RecursionError:
         raise UserError(f"{path}: YAML nested too deeply") from None
     check_unicode(tree, str(path))
+    return tree
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Load a recipe file (or a built-in name), apply dotted overrides, validate."""
+    path = Path(path)
+    if not path.exists() and path.suffix == "":  # a built-in name: tiny-demo, pefomed-paper/stage2-vqa-rad
+        path = builtin_recipe_path(str(path))
+    if not path.is_file():
+        raise UserError(f"{path}: recipe file not found")
+    tree = read_yaml_file(path, "recipe")
     if not isinstance(tree, dict):
         raise UserError(f"{path}: a recipe must be a mapping of sections (model, method, data, train, infer)")
     overridden = parse_overrides(overrides or [])

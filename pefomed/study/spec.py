@@ -27,12 +27,13 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from pefomed.errors import UserError
+from pefomed.io import clip, short
+from pefomed.recipe import read_yaml_file
 
-NAME = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"  # names become parts of folder names and cell ids
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$"  # names become parts of folder names and cell ids: short
 METHODS = ("lora", "dora", "rslora", "ia3", "prefix", "prompt", "projector", "full")
 
 
@@ -50,9 +51,24 @@ class Candidate(_Strict):
     shots_seed: Optional[int] = Field(None, description="few-shot: the seed that picks the solved examples")
 
 
+def _plain_path(value: Optional[str]) -> Optional[str]:
+    """A path (or hub id, or recipe name) the operating system can be asked about: no NUL, at most
+    4096 characters, no part over 255 bytes. Checked here so that a study file's path is an error
+    naming its key, never an OSError from the first file-system call."""
+    if value is None:
+        return value
+    if "\x00" in value or len(value) > 4096 or any(len(part.encode("utf-8", "surrogatepass")) > 255
+                                                   for part in value.split("/")):
+        raise ValueError("not a usable path (a NUL byte, over 4096 characters, or a part over 255 bytes)")
+    return value
+
+
+PathText = Annotated[str, AfterValidator(_plain_path)]
+
+
 class ModelEntry(_Strict):
     name: str = Field(pattern=NAME)
-    source: str = Field(min_length=1, description="RUN_DIR, model folder, hub id, or recipe (file or built-in name)")
+    source: PathText = Field(min_length=1, description="RUN_DIR, model folder, hub id, or recipe (file or built-in name)")
     base: Optional[str] = Field(None, description="the name of the model this one was adapted from")
     train_overrides: list[str] = Field(default_factory=list,
                                        description="section.key=value pairs that make a recipe train this model "
@@ -61,7 +77,7 @@ class ModelEntry(_Strict):
 
 class DataEntry(_Strict):
     name: str = Field(pattern=NAME)
-    dir: str
+    dir: PathText
     test_split: str = "test"
     val_split: Optional[str] = Field("val", description="split used for prompt selection (never the test split)")
 
@@ -74,7 +90,7 @@ class Adaptation(_Strict):
     shots: Optional[int] = Field(None, gt=0, description="few-shot: solved examples before the question")
     of: Optional[str] = Field(None, description="blind: the zero-/few-shot adaptation whose model, prompt and "
                                                 "shots it repeats without the image")
-    recipe: Optional[str] = Field(None, description="fine-tune: recipe file or built-in name")
+    recipe: Optional[PathText] = Field(None, description="fine-tune: recipe file or built-in name")
     methods: list[Literal[METHODS]] = Field(default_factory=list, description="fine-tune: PEFT methods")
     overrides: list[str] = Field(default_factory=list, description="fine-tune: section.key=value recipe overrides")
     closed_answer: Literal["generate", "rank"] = "generate"
@@ -131,14 +147,16 @@ def _format(err: ValidationError, source: str) -> str:
     for item in err.errors():
         # drop pydantic's union-branch labels ("str", "list[Candidate]") from the key path
         loc = [p for p in item["loc"] if not (isinstance(p, str) and ("[" in p or p in ("str", "int")))]
-        key = _key(loc)
+        key = clip(_key(loc), 120)  # untrusted text: a 200 kB key must not become a 200 kB message
         if item["type"] == "extra_forbidden":
             lines.append(f"unknown key '{key}'")
         elif item["type"] == "missing":
             lines.append(f"missing key '{key}'")
         else:
-            lines.append(f"key '{key}': {item['msg']} (got {item.get('input')!r})")
-    return f"{source}: " + "; ".join(dict.fromkeys(lines))
+            lines.append(f"key '{key}': {clip(item['msg'], 200)} (got {short(item.get('input'), 80)})")
+    unique = list(dict.fromkeys(lines))
+    more = f"; and {len(unique) - 8} more" if len(unique) > 8 else ""
+    return f"{clip(source, 300)}: " + "; ".join(unique[:8]) + more
 
 
 def _unique(items, what: str, source: str) -> None:
@@ -254,7 +272,10 @@ def parse_study(tree, source: str = "study") -> Study:
         study = Study.model_validate(tree)
     except ValidationError as err:
         raise UserError(_format(err, source)) from None
-    _check(study, source)
+    try:
+        _check(study, source)
+    except UserError as err:  # the cross-field rules quote names from the file: keep the line short
+        raise UserError(clip(str(err), 1000)) from None
     return study
 
 
@@ -263,10 +284,5 @@ def load_study(path: str | Path) -> tuple[Study, Path]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: study file not found")
-    try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise UserError(f"{where}: malformed YAML ({getattr(err, 'problem', err)})") from None
+    tree = read_yaml_file(path, "study file")
     return parse_study(tree, str(path)), path.resolve().parent

@@ -24,7 +24,7 @@ import zlib
 from pathlib import Path
 from typing import Any, Callable
 
-CI_CASES = {"prepare": 240, "score": 80, "recipe": 300, "images": 60}
+CI_CASES = {"prepare": 240, "score": 80, "recipe": 300, "images": 60, "study": 60}
 DEEP = "__DEEP_NESTING__"
 
 
