@@ -55,9 +55,9 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show full traceback
 
 
 def _register() -> None:
-    from pefomed.cli import demo, export, infer, prepare, score, study, train
+    from pefomed.cli import demo, export, import_cmd, infer, prepare, score, study, train
 
-    for module in (prepare, train, infer, score, export, demo, study):
+    for module in (prepare, train, infer, score, export, import_cmd, demo, study):
         module.register(app)
     for info in app.registered_commands:
         # the command list shows each command's first paragraph, never its "Examples:" heading

@@ -1,6 +1,10 @@
-"""Medical VQA accuracy under two named conventions.
+"""Medical VQA accuracy under named conventions.
 
-- ``exact`` (PeFoMed's, the default): exact match after VQA-style answer normalization.
+- ``exact`` (pefomed's, the default): exact match after pefomed's VQA-style answer normalization,
+  a cleaned-up version of the VQA challenge rules (every mark handled by its own neighbours).
+- ``pefomed-paper``: the PeFoMed paper's released scorer, string for string: exact match after
+  ``MedVQAEval.preprocess_answer`` (github.com/jinlHe/PeFoMed,
+  pefomed/common/medvqa_tools/vqa_eval.py), quirks included (see `pefomed_paper_normalize`).
 - ``llava-med``: LLaVA-Med's llava/eval/run_eval_batch.py: both strings normalized by its
   glossary.py; closed = the normalized reference is a substring of the normalized prediction;
   open = calculate_f1score's recall, where shared words count with their occurrences in the
@@ -22,7 +26,9 @@ from collections import Counter
 
 import numpy as np
 
-CONVENTIONS = ("exact", "llava-med", "llava-med-run-eval")
+CONVENTIONS = ("exact", "pefomed-paper", "llava-med", "llava-med-run-eval")
+# Conventions whose per-sample score is a 0/1 hit (paired McNemar tests apply to them).
+BINARY_CONVENTIONS = ("exact", "pefomed-paper")
 
 _NUMBER_WORDS = {
     "none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
@@ -71,7 +77,7 @@ def normalize_answer(text: str) -> str:
 
 
 def exact_match(prediction: str, reference: str) -> bool:
-    """PeFoMed's VQA correctness: equal after normalize_answer."""
+    """pefomed's VQA correctness (`exact`): equal after normalize_answer."""
     return normalize_answer(prediction) == normalize_answer(reference)
 
 
@@ -167,6 +173,50 @@ def llava_open_recall(prediction: str, reference: str) -> float:
     return tp / (tp + fn) if tp else 0.0
 
 
+# ---- PeFoMed's released scorer (github.com/jinlHe/PeFoMed) ------------------------------------------
+# Re-written from pefomed/common/medvqa_tools/vqa_eval.py, MedVQAEval.preprocess_answer, which the
+# paper's VQA-RAD / SLAKE / PathVQA accuracies were computed with. Its punctuation list, period rule,
+# number words and contraction table are those of LLaVA-Med's glossary.py (the VQA challenge's), so
+# the tables above are shared; what differs is the order and the "x ray" replacement.
+_PAPER_PERIOD = _LLAVA_PERIOD
+
+
+def pefomed_paper_normalize(text: str) -> str:
+    """MedVQAEval.preprocess_answer, step for step, quirks kept because the paper's numbers have them:
+
+    1. punctuation, on the text as given (before lowercasing): each mark of
+       ``; / [ ] " { } ( ) = + \\ _ - > < @ ` , ? !`` is deleted everywhere when it touches a space
+       *anywhere* in the string, or when the string has a digit,digit comma anywhere; otherwise every
+       occurrence becomes a space. So "jaundice,weight" -> "jaundice weight" but
+       "fever, jaundice,weight" -> "fever jaundiceweight", and "a,b 1,2" -> "ab 12";
+    2. marks outside that list stay: "5%" stays "5%", "~3" stays "~3", "*", "#", ":" and "'" stay;
+    3. periods not followed by a digit are deleted, at most 32 (re.UNICODE passed as the count);
+    4. lowercase, split on whitespace; zero..ten and "none" -> digits; a/an/the dropped;
+       apostrophe-less contractions restored;
+    5. joined with single spaces; commas removed; then "x ray" -> "xray" as a plain substring
+       replacement, so "max ray" -> "maxray" too ("x-ray" -> "x ray" in step 1 -> "xray").
+    """
+    raw = str(text)
+    out = raw
+    has_digit_comma = _LLAVA_DIGIT_COMMA.search(raw) is not None
+    for mark in _LLAVA_PUNCT:
+        # the test reads the original string, the replacement the running result (as released)
+        if mark + " " in raw or " " + mark in raw or has_digit_comma:
+            out = out.replace(mark, "")
+        else:
+            out = out.replace(mark, " ")
+    out = _PAPER_PERIOD.sub("", out, 32)
+    words = [_NUMBER_WORDS.get(w, w) for w in out.lower().split()]
+    words = [_LLAVA_CONTRACTIONS.get(w, w) for w in words if w not in _ARTICLES]
+    # the released "\n"/"\t" replacements come after the split and join, where none are left
+    return " ".join(words).replace(",", "").replace("x ray", "xray")
+
+
+def pefomed_paper_match(prediction: str, reference: str) -> bool:
+    """The paper's VQA correctness: equal after pefomed_paper_normalize."""
+    return pefomed_paper_normalize(prediction) == pefomed_paper_normalize(reference)
+
+
 def first_yes_no(prediction: str) -> str | None:
     """The first 'yes' or 'no' word of the prediction, or None."""
     for word in normalize_answer(prediction).split():
@@ -187,6 +237,8 @@ def per_sample_scores(predictions: list[str], references: list[str], answer_type
     for i, (pred, ref, kind) in enumerate(zip(predictions, references, answer_types)):
         if convention == "exact":
             scores[i] = float(exact_match(pred, ref))
+        elif convention == "pefomed-paper":
+            scores[i] = float(pefomed_paper_match(pred, ref))
         elif answer_type_of(ref, kind) == "open":
             scores[i] = llava_open_recall(pred, ref)
         elif convention == "llava-med":

@@ -14,7 +14,14 @@ def normalization(vqa_convention: str) -> str:
         return ("llava-med-run-eval (LLaVA-Med llava/eval/run_eval.py): " + common
                 + "; closed = prediction contains 'yes' or 'no' and the reference as substrings; closed rows "
                 "with yes/no but without the reference are left out of the closed denominator, as that script does")
-    return ("exact: lowercase; punctuation removed/split (decimals and thousands kept); number words -> digits; "
+    if vqa_convention == "pefomed-paper":
+        return ("pefomed-paper (PeFoMed's released MedVQAEval.preprocess_answer, "
+                "pefomed/common/medvqa_tools/vqa_eval.py): each mark of ; / [ ] \" { } ( ) = + \\ _ - > < @ ` , ? ! "
+                "deleted when it touches a space anywhere in the string (or the string has a digit,digit comma), "
+                "else replaced by a space; other marks ('%', '~', ...) kept; periods not followed by a digit "
+                "deleted; lowercase; number words -> digits; articles removed; contractions restored; "
+                "'x ray' -> 'xray' as a substring; exact string match")
+    return ("exact (pefomed's normalization): lowercase; punctuation removed/split (decimals and thousands kept); number words -> digits; "
             "articles a/an/the removed; contractions restored; 'x ray' -> 'xray'; exact string match")
 
 

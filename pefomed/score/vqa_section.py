@@ -46,7 +46,7 @@ def vqa_metrics(rows: list[Row], convention: str = "exact", groups: list[Row] | 
     # llava-med-run-eval leaves some closed rows out of every denominator (its script does)
     is_vqa = is_vqa & vqa.counted_rows(preds, refs, kinds, convention)
     # llava-med open scores are recalls in [0, 1], not 0/1 hits: no McNemar for them.
-    binary = convention == "exact"
+    binary = convention in vqa.BINARY_CONVENTIONS  # per-sample 0/1 scores: proportion intervals, McNemar
     closed = is_vqa & np.array([k == "closed" for k in kinds])
     opened = is_vqa & np.array([k == "open" for k in kinds])
     specs = [accuracy_spec("vqa", "overall", scores, is_vqa, binary=binary)]

@@ -113,7 +113,7 @@ class ScoreSettings(_Strict):
     bootstrap: int = Field(1000, ge=0)
     seed: int = 0
     alpha: float = Field(0.05, gt=0, lt=1)
-    vqa_convention: Literal["exact", "llava-med"] = "exact"
+    vqa_convention: Literal["exact", "pefomed-paper", "llava-med", "llava-med-run-eval"] = "exact"
     metrics: Optional[list[str]] = Field(None, description="section/name entries to report (default by task)")
 
 

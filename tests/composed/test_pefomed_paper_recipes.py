@@ -35,7 +35,7 @@ def test_recipe_validates_with_paper_settings(path):
     assert r.train.betas == (0.9, 0.999) and r.train.weight_decay == 0.05 and r.train.scheduler == "cosine"
     assert r.data.max_length == 1024
     iu = path.stem == "stage2-iu-xray"
-    assert (r.train.lr, r.train.warmup_start_lr, r.train.min_lr) == ((3e-5, 1e-5, 1e-5) if iu else (1e-5, 1e-6, 1e-6))
+    assert (r.train.lr, r.train.warmup_start_lr, r.train.min_lr) == ((3e-5, 1e-6, 1e-5) if iu else (1e-5, 1e-6, 1e-6))  # iuxray_finetune_stage2.yaml: warmup_lr 1e-6
     # the full VQA prompt, as the composed processor renders it
     vqa = r.data.vqa_template.replace("{question}", "{q}")
     body = " ".join([c.image_prompt, vqa])

@@ -92,6 +92,24 @@ def test_llava_med_convention(tmp_path):
     assert m["settings"]["convention"]["vqa"] == "llava-med"
 
 
+
+def test_pefomed_paper_convention_end_to_end(tmp_path):
+    from pefomed.cli.app import main
+
+    rows = [{"id": "a", "images": [], "question": "q?", "prediction": "5", "reference": "5%",
+             "answer_type": "open", "task": "vqa"},
+            {"id": "b", "images": [], "question": "q?", "prediction": "Yes.", "reference": "yes",
+             "answer_type": "closed", "task": "vqa"}]
+    path = _write(tmp_path / "PRED.jsonl", rows)
+    paper = score_files([path], bootstrap=0, vqa_convention="pefomed-paper")
+    # the released scorer keeps "%": "5" vs "5%" is wrong there, right under pefomed's `exact`
+    assert paper["vqa"]["open"]["value"] == 0.0 and paper["vqa"]["closed"]["value"] == 1.0
+    assert score_files([path], bootstrap=0)["vqa"]["open"]["value"] == 1.0
+    assert paper["settings"]["convention"]["vqa"] == "pefomed-paper"
+    out = tmp_path / "M.json"
+    assert main(["score", str(path), "--vqa-convention", "pefomed-paper", "--out", str(out), "--bootstrap", "0"]) == 0
+    assert json.loads(out.read_text())["vqa"]["overall"]["value"] == 0.5
+
 @pytest.mark.parametrize("content,message", [
     ('{"id": "a", "prediction": "yes"}\n', ":1: missing field 'reference'"),
     ('{"id": "a", "prediction": "yes", "reference": "no"}\n{"id": "a", "prediction": "no", "reference": "no"}\n',

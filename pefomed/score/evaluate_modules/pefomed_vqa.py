@@ -5,11 +5,13 @@ import evaluate
 
 from pefomed.metrics.vqa import CONVENTIONS, answer_type_of, counted_rows, per_sample_scores
 
-_DESCRIPTION = "Medical VQA accuracy: exact match after VQA normalization (PeFoMed) or LLaVA-Med's lenient rules."
+_DESCRIPTION = ("Medical VQA accuracy: exact match after pefomed's normalization, PeFoMed's released scorer, or "
+                "LLaVA-Med's lenient rules.")
 _KWARGS = """
 Args:
     predictions: list of str. references: list of str.
-    convention: "exact" (default, PeFoMed), "llava-med" (LLaVA-Med's run_eval_batch.py) or
+    convention: "exact" (default, pefomed's normalization), "pefomed-paper" (PeFoMed's released
+        MedVQAEval.preprocess_answer, quirks included), "llava-med" (LLaVA-Med's run_eval_batch.py) or
         "llava-med-run-eval" (its run_eval.py: closed rows whose prediction has yes/no but not the
         reference leave the denominator, as there).
     answer_types: optional list of "closed"/"open" (default: yes/no references are closed).
