@@ -11,7 +11,13 @@ from importlib import resources
 from pathlib import Path
 
 from pefomed.console import console
+from pefomed.data.prepare import prepare
+from pefomed.data.summary import print_summary
 from pefomed.errors import UserError
+from pefomed.infer.run import infer
+from pefomed.recipe import builtin_recipe_path, load_recipe
+from pefomed.score.run import print_metrics, score_files
+from pefomed.train.loop import train
 
 DEMO_DATA = ("resources", "demo", "vqa-rad-mini")
 
@@ -21,12 +27,6 @@ def demo_source() -> Path:
 
 
 def run_demo(out: str | Path, overrides: list[str] | None = None) -> dict[str, Path]:
-    from pefomed.data.prepare import prepare
-    from pefomed.data.summary import print_summary
-    from pefomed.infer.run import infer
-    from pefomed.recipe import builtin_recipe_path, load_recipe
-    from pefomed.score.run import print_metrics, score_files
-    from pefomed.train.loop import train
 
     out = Path(out)
     if out.exists() and any(out.iterdir()):

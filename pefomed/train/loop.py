@@ -18,15 +18,24 @@ from pathlib import Path
 import numpy as np
 
 from pefomed.console import console, explain_interrupt, progress_bar
+from pefomed.data.collate import Collator
+from pefomed.data.train_batches import EpochPlan, TrainingBatches
 from pefomed.errors import UserError
 from pefomed.io import atomic_write, write_json
 from pefomed.models import run_dir as run_dir_layout
-from pefomed.models.run_dir import save_trained
-from pefomed.data.train_batches import EpochPlan, TrainingBatches
+from pefomed.models.components import component_of, count_parameters
+from pefomed.models.loader import check_model_source, load_base, materialize_base, torch_dtype
+from pefomed.models.peft_methods import apply_method
+from pefomed.models.run_dir import StartingPoint, save_trained
 from pefomed.recipe import Recipe
 from pefomed.records import read_split
+from pefomed.train import checkpoints
+from pefomed.train.deepspeed_config import resolve, zero_stage
+from pefomed.train.distributed import barrier, device, init_distributed
+from pefomed.train.evaluate import evaluate, selection_metric
 from pefomed.train.log import RunLog
 from pefomed.train.loss import answer_tokens, micro_batch_loss_sum, scaled_for_deepspeed
+from pefomed.train.schedule import lr_multiplier
 
 
 def _quiet_deepspeed() -> None:
@@ -121,7 +130,6 @@ class Plan:
 
     @classmethod
     def make(cls, recipe: Recipe, data_dir: Path, world: int) -> "Plan":
-        from pefomed.train.evaluate import selection_metric
 
         cfg = recipe.train
         samples = read_split(data_dir, recipe.data.train_split)
@@ -138,9 +146,7 @@ def check_inputs(recipe: Recipe, run_dir: Path, resume: bool) -> Path:
     """Cheap checks before any process group, model or RUN_DIR exists; returns DATA_DIR."""
     import torch
 
-    from pefomed.models.loader import check_model_source
 
-    from pefomed.train import checkpoints
 
     if resume and checkpoints.latest_tag(run_dir) is None:
         raise UserError(f"{run_dir}: nothing to resume (no checkpoints/latest)")
@@ -157,11 +163,6 @@ def check_inputs(recipe: Recipe, run_dir: Path, resume: bool) -> Path:
 
 def _build_model(recipe: Recipe, run_dir: Path, is_main: bool, resume: bool):
     """Base model + method (+ the stage-1 starting point); writes recipe.yaml, trainable.json, processor/."""
-    from pefomed.models.components import count_parameters
-    from pefomed.models.loader import load_base, materialize_base
-    from pefomed.models.peft_methods import apply_method
-    from pefomed.models.run_dir import StartingPoint
-    from pefomed.train.distributed import barrier
 
     cfg = recipe.train
     if is_main:
@@ -202,7 +203,6 @@ def _build_engine(model, cfg, ds_config: dict, total_steps: int):
     import deepspeed
     import torch
 
-    from pefomed.train.schedule import lr_multiplier
 
     groups = _param_groups(model, cfg.weight_decay)
     if ds_config.get("zero_optimization", {}).get("offload_optimizer", {}).get("device") == "cpu":
@@ -224,13 +224,6 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
     import torch
     import torch.distributed as dist
 
-    from pefomed.data.collate import Collator
-    from pefomed.models.components import component_of
-    from pefomed.models.loader import torch_dtype
-    from pefomed.train import checkpoints
-    from pefomed.train.deepspeed_config import resolve, zero_stage
-    from pefomed.train.distributed import barrier, device, init_distributed
-    from pefomed.train.evaluate import evaluate
 
     run_dir, cfg = Path(run_dir), recipe.train
     data_dir = check_inputs(recipe, run_dir, resume)
