@@ -105,6 +105,15 @@ class MethodSection(_Section):
         None, description="QLoRA: hold the frozen LLM in 4-bit NF4 (bitsandbytes, double quantisation) under a "
                           "LoRA-family method; the adapter and projector train in full precision")
 
+    @model_validator(mode="after")
+    def _quantize_needs_lora(self):
+        # the 4-bit weights are frozen: only an adapter over them can train (checked here, before
+        # any model is loaded)
+        if self.quantize and self.name not in ("lora", "dora", "rslora"):
+            raise ValueError(f"method.quantize={self.quantize} (QLoRA) needs method.name lora, dora or rslora, "
+                             f"not {self.name}")
+        return self
+
 
 class DataSection(_Section):
     dir: Optional[str] = Field(None, description="DATA_DIR written by `pefomed prepare` (or --data)")

@@ -172,6 +172,20 @@ def _export_merged(run: Run, recipe, dest: Path, dtype: str) -> str:
     processor = load_processor(run, bundle)
     _check_standard_model(bundle.model)
     target = _target_dtype(dtype, bundle.model)
+    if recipe.method.quantize:
+        import torch
+
+        from pefomed.console import console
+
+        # QLoRA: the adapter learned to correct a 4-bit NF4 copy of the base; it is merged into the
+        # original weights (bf16 unless --dtype says otherwise), which differ from that copy by
+        # the quantisation rounding, so the merged model is close to, not equal to, the trained one
+        target = torch.bfloat16 if dtype == "auto" else target
+        console.print(f"[bold yellow]warning:[/] {run.root} trained its adapter on a 4-bit NF4 copy of the base "
+                      f"(method.quantize={recipe.method.quantize}); the merge adds it to the unquantised base "
+                      f"weights in {str(target).replace('torch.', '')}, which differ from the NF4 values it was "
+                      f"trained against by the 4-bit rounding: outputs can differ slightly from the trained "
+                      f"model's; score the export on your validation split before using it")
     model = apply_trained(bundle.model, run.weights)
     if run.weights.is_adapter:
         if not hasattr(model, "merge_and_unload"):

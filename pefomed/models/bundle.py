@@ -39,6 +39,38 @@ def torch_dtype(precision: str):
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+def attention_kwargs(section) -> dict:
+    """from_pretrained's `attn_implementation` for model.attn_implementation, checked first: a
+    flash-attn request on a machine without the package or a GPU would otherwise surface as an
+    import error deep inside transformers."""
+    import importlib.util
+
+    import torch
+
+    from pefomed.errors import UserError
+
+    choice = section.attn_implementation
+    if choice == "flash_attention_2":
+        if importlib.util.find_spec("flash_attn") is None:
+            raise UserError("model.attn_implementation=flash_attention_2 needs the flash-attn package, which is "
+                            "not installed", hint="pip install flash-attn (CUDA GPUs only), or use sdpa or eager")
+        if not torch.cuda.is_available():
+            raise UserError("model.attn_implementation=flash_attention_2 needs a CUDA GPU; use sdpa or eager here")
+    return {"attn_implementation": choice}
+
+
+def attention_error(err: Exception, source: str, section):
+    """A UserError for transformers' "X does not support ... attention" refusal, or None."""
+    from pefomed.errors import UserError
+
+    text = str(err)
+    if "attention" in text.lower() and ("support" in text.lower() or "attn_implementation" in text):
+        return UserError(f"model {source!r} cannot run with model.attn_implementation="
+                         f"{section.attn_implementation}: {text.splitlines()[0]}",
+                         hint="model.attn_implementation=eager works for every model")
+    return None
+
+
 def looks_local(name: str) -> bool:
     """A hub id is exactly "org/name"; anything else (or an existing path) means a local folder."""
     return name.startswith((".", "/", "~")) or Path(name).exists() or name.count("/") != 1

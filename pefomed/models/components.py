@@ -64,7 +64,9 @@ def count_parameters(model) -> dict:
         # adapter weights (lora_A, ...) sit inside the module they adapt and count for its component
         part = component_of(name.replace("base_model.model.", "", 1))
         entry = report.setdefault(part, {"trainable": 0, "total": 0})
-        n = param.numel() if not hasattr(param, "ds_numel") else param.ds_numel
+        quant_state = getattr(param, "quant_state", None)  # bitsandbytes 4-bit: packed, count the real shape
+        n = (param.ds_numel if hasattr(param, "ds_numel") else
+             quant_state.shape.numel() if quant_state is not None else param.numel())
         entry["total"] += n
         if param.requires_grad:
             entry["trainable"] += n

@@ -28,7 +28,7 @@ from transformers.processing_utils import ProcessorMixin
 from transformers.tokenization_utils_base import AddedToken
 
 from pefomed.errors import UserError
-from pefomed.models.bundle import ModelBundle, torch_dtype
+from pefomed.models.bundle import ModelBundle, attention_kwargs, torch_dtype
 from pefomed.models.kinds import ModelKind, register
 
 MODEL_TYPE = "pefomed_composed"
@@ -257,7 +257,7 @@ except ValueError:  # already registered (module reloaded)
     pass
 
 
-def _load_vision(path: str, dtype):
+def _load_vision(path: str, dtype, attention: dict | None = None):
     """The vision encoder alone, from a vision-only or a full (CLIP, SigLIP, BLIP-2) checkpoint."""
     import transformers
     from transformers.models.auto.modeling_auto import MODEL_MAPPING
@@ -273,7 +273,7 @@ def _load_vision(path: str, dtype):
         if cls is None:
             raise UserError(f"model.composed.vision_name_or_path {path!r}: no transformers vision model for "
                             f"{type(vision_config).__name__}") from None
-    model, info = cls.from_pretrained(path, dtype=dtype, output_loading_info=True)
+    model, info = cls.from_pretrained(path, dtype=dtype, output_loading_info=True, **(attention or {}))
     if info["missing_keys"]:
         # CLIP/SigLIP vision classes know the prefix of their full checkpoints; BLIP-2's does
         # not, so its weights ("vision_model.*") are read from the checkpoint directly.
@@ -352,15 +352,16 @@ def load_composed(section, precision: str = "fp32"):
         raise UserError("model.kind 'composed' needs model.composed.vision_name_or_path and "
                         "model.composed.llm_name_or_path")
     dtype = torch_dtype(precision)
+    attention = attention_kwargs(section)  # model.attn_implementation, for both parts
     try:
-        vision = _load_vision(cfg.vision_name_or_path, dtype)
+        vision = _load_vision(cfg.vision_name_or_path, dtype, attention)
         image_processor = _load_image_processor(cfg.vision_name_or_path, cfg.image_size)
     except OSError as err:
         raise UserError(f"model.composed.vision_name_or_path {cfg.vision_name_or_path!r} could not be loaded: {err}") from None
     try:
         tokenizer = AutoTokenizer.from_pretrained(cfg.llm_name_or_path, trust_remote_code=section.trust_remote_code)
         llm = AutoModelForCausalLM.from_pretrained(cfg.llm_name_or_path, dtype=dtype,
-                                                   trust_remote_code=section.trust_remote_code)
+                                                   trust_remote_code=section.trust_remote_code, **attention)
     except OSError as err:
         raise UserError(f"model.composed.llm_name_or_path {cfg.llm_name_or_path!r} could not be loaded: {err}") from None
     processor = build_processor(section, tokenizer, image_processor, vision.config.patch_size)

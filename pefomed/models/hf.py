@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from pefomed.errors import UserError
-from pefomed.models.bundle import ModelBundle, looks_local, quiet_transformers, torch_dtype
+from pefomed.models.bundle import (ModelBundle, attention_error, attention_kwargs, looks_local, quiet_transformers,
+                                   torch_dtype)
 from pefomed.models.kinds import ModelKind, register
 from pefomed.recipe import ModelSection
 
@@ -35,13 +36,21 @@ def load_pretrained(source: str, section: ModelSection, precision: str = "fp32")
 
     if looks_local(source) and not Path(source).expanduser().is_dir():
         raise UserError(f"model {source!r}: no such folder")
+    # model.attn_implementation reaches every sub-model (vision tower, LLM): transformers hands a
+    # string kernel name down to the sub-configs
+    attention = attention_kwargs(section)
     try:
         processor = AutoProcessor.from_pretrained(source, trust_remote_code=section.trust_remote_code)
         model = AutoModelForImageTextToText.from_pretrained(
-            source, dtype=torch_dtype(precision), trust_remote_code=section.trust_remote_code)
+            source, dtype=torch_dtype(precision), trust_remote_code=section.trust_remote_code, **attention)
     except OSError as err:
         raise UserError(f"model {source!r} could not be loaded: {err}") from None
-    except ValueError as err:
+    except (ValueError, ImportError) as err:
+        refused = attention_error(err, source, section)
+        if refused is not None:
+            raise refused from None
+        if isinstance(err, ImportError):
+            raise
         # transformers says "Unrecognized configuration class ..." for a text-only or vision-only
         # checkpoint; name what kind of checkpoint model.kind=hf needs
         raise UserError(f"model {source!r} is not an image-text-to-text checkpoint "

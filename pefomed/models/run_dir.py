@@ -28,6 +28,7 @@ from pathlib import Path
 from pefomed.errors import UserError
 from pefomed.models.bundle import ModelBundle
 from pefomed.models.loader import load_base, materialize_base
+from pefomed.models.peft_methods import quantize_base
 from pefomed.recipe import Recipe, load_recipe
 
 RECIPE_FILE = "recipe.yaml"
@@ -202,6 +203,8 @@ def load_run(path: str | Path, precision: str | None = None, trust_remote_code: 
     precision = precision or ("fp32" if not torch.cuda.is_available() else recipe.train.precision)
     bundle = load_base(materialize_base(recipe.model, run.root), recipe.model, precision)
     bundle.processor = load_processor(run, bundle)
+    if recipe.method.quantize:  # QLoRA: the adapter runs on the same 4-bit base it was trained on
+        quantize_base(bundle.model, recipe.method)
     model = apply_trained(bundle.model, run.weights)
     model.eval()
     device = device or ("cuda" if torch.cuda.is_available() else None)

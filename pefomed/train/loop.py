@@ -271,7 +271,8 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
                 dist.all_reduce(tokens)
             for ids, batch in step_batches:
                 labels = batch.pop("labels")
-                loss_sum = micro_batch_loss_sum(engine, _to_device(batch, device(), dtype), labels)
+                loss_sum = micro_batch_loss_sum(engine, _to_device(batch, device(), dtype), labels,
+                                                answer_only=cfg.answer_only_logits)
                 engine.backward(scaled_for_deepspeed(loss_sum, int(tokens.item()), cfg.grad_accum, world))
                 engine.step()
                 micro += 1
