@@ -1,4 +1,4 @@
-"""`pefomed infer SOURCE (--data DATA_DIR [--split test] | --images FOLDER [--question ...]) --out PRED.jsonl`."""
+"""`pefomed infer SOURCE (--data DATA_DIR [--split test] | --images FOLDER [--question ... | --questions FILE]) --out PRED.jsonl`."""
 
 from __future__ import annotations
 
@@ -19,6 +19,10 @@ Examples:
   pefomed infer runs/demo --images my_xrays/ --question "Is there a pleural effusion?" --out pred.jsonl
 
   pefomed infer runs/demo --images my_xrays/ --out reports.jsonl   (the run's report prompt)
+
+  pefomed infer runs/demo --images my_xrays/ --questions questions.csv --out pred.jsonl   (columns image,question[,id,reference])
+
+  torchrun --nproc_per_node 4 -m pefomed.cli.app infer runs/demo --data prepared/vqa-rad --out pred.jsonl   (data-parallel)
 """
 
 
@@ -33,6 +37,9 @@ def register(app: typer.Typer) -> None:
         split: str = typer.Option("test", "--split", help="Split of DATA_DIR to answer."),
         images: Optional[Path] = typer.Option(None, "--images", help="A folder of images (PNG, JPEG, DICOM)."),
         question: Optional[str] = typer.Option(None, "--question", help="Question asked of every image in --images."),
+        questions: Optional[Path] = typer.Option(None, "--questions", help="A CSV (with a header) or JSONL file of "
+                                                 "questions: image (relative to --images), question, optional id "
+                                                 "(default IMAGE#N) and reference; many questions per image."),
         batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Default: the source's infer.batch_size."),
         max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Default: the source's infer.max_new_tokens."),
         template: Optional[str] = typer.Option(None, "--template", help="VQA instruction template with {question} "
@@ -67,7 +74,7 @@ def register(app: typer.Typer) -> None:
     ):
         from pefomed.console import console
         from pefomed.infer.fewshot import Prompting
-        from pefomed.infer.run import InferOptions, infer as run_infer
+        from pefomed.infer.run import InferOptions, infer as run_infer, process_shard
 
         prompting = Prompting(system_prompt=system_prompt, template=template, shots=shots, shots_seed=shots_seed,
                               closed_answer=closed_answer, blind=blind)
@@ -75,5 +82,7 @@ def register(app: typer.Typer) -> None:
                                trust_remote_code=trust_remote_code, report_prompt=report_prompt,
                                prompting=prompting, skip_bad=skip_bad, limit=limit, limit_seed=limit_seed, temperature=temperature,
                                top_p=top_p, repetition_penalty=repetition_penalty, seed=seed, stop=stop or None)
-        written = run_infer(source, out, data=data, split=split, images=images, question=question, options=options)
-        console.print(f"predictions: {written}")
+        written = run_infer(source, out, data=data, split=split, images=images, question=question, options=options,
+                            questions=questions)
+        if process_shard()[0] == 0:  # under a launcher, rank 0 writes the merged file
+            console.print(f"predictions: {written}")

@@ -5,12 +5,21 @@ it, PRED.settings.json saying what was asked (model source, prompts, generation 
 An interrupted run leaves PRED.jsonl.partial plus PRED.settings.json.partial; the same command
 resumes from them. A .partial written for other inputs (another model, data set, split or prompt)
 is refused rather than mixed into the new answers.
+
+Data-parallel: under a launcher (`torchrun --nproc_per_node N -m pefomed.cli.app infer ...`, or
+`deepspeed`) that sets RANK and WORLD_SIZE, process r answers samples r, r+N, r+2N, ... of the input
+order into PRED.jsonl.part-r-of-N (through its own resumable .partial), and rank 0 merges the N
+parts into PRED.jsonl in input order once every part is complete. The processes exchange nothing
+but these files and one gloo barrier at the start (no GPU collective), so CPU and GPU runs alike
+need only the launcher's rendezvous address.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -97,7 +106,7 @@ def skipped_path(out: Path) -> Path:
 
 
 def prediction_settings(source: ModelSource, recipe: Recipe, inputs: dict, prompt: dict, batch_size: int,
-                        max_new_tokens: int) -> dict[str, Any]:
+                        max_new_tokens: int, processes: int = 1) -> dict[str, Any]:
     return {
         "model": source.describe(),
         "base_model": recipe.model.name_or_path if recipe.model.kind == "hf" else recipe.model.kind,
@@ -106,15 +115,17 @@ def prediction_settings(source: ModelSource, recipe: Recipe, inputs: dict, promp
         "generation": {"max_new_tokens": max_new_tokens, "num_beams": recipe.infer.num_beams,
                        "do_sample": recipe.infer.temperature > 0, "temperature": recipe.infer.temperature,
                        "top_p": recipe.infer.top_p, "repetition_penalty": recipe.infer.repetition_penalty,
-                       "seed": recipe.infer.seed, "stop": list(recipe.infer.stop), "batch_size": batch_size},
+                       "seed": recipe.infer.seed, "stop": list(recipe.infer.stop), "batch_size": batch_size,
+                       "processes": processes},
     }
 
 
 def _what_defines_the_answers(settings: dict) -> dict:
     """The settings a resumed run must share with the interrupted one (batch size may change)."""
     kept = json.loads(json.dumps(settings))
-    if not kept["generation"].get("do_sample"):  # greedy answers do not depend on the batch size
+    if not kept["generation"].get("do_sample"):  # greedy answers depend on neither batch size nor sharding
         kept["generation"].pop("batch_size", None)
+        kept["generation"].pop("processes", None)
     for key in ("skip_bad", "skipped"):  # skipping bad images changes which samples, not their answers
         kept["inputs"].pop(key, None)
     return kept
@@ -162,6 +173,167 @@ def _publish_settings(out: Path, settings: dict) -> None:
         os.remove(record)
 
 
+def process_shard() -> tuple[int, int]:
+    """(rank, number of processes) set by a launcher (torchrun, deepspeed: RANK and WORLD_SIZE), or
+    (0, 1) for a plain `pefomed infer`."""
+    raw_rank, raw_world = os.environ.get("RANK"), os.environ.get("WORLD_SIZE")
+    if raw_world is None:
+        return 0, 1
+    try:
+        rank, world = int(raw_rank if raw_rank is not None else 0), int(raw_world)
+    except ValueError:
+        raise UserError(f"RANK={raw_rank!r}, WORLD_SIZE={raw_world!r} in the environment: not whole numbers "
+                        f"(they are set by torchrun or deepspeed)") from None
+    if world < 1 or not 0 <= rank < world:
+        raise UserError(f"RANK={rank}, WORLD_SIZE={world} in the environment: RANK must be 0 to WORLD_SIZE-1")
+    return rank, world
+
+
+def part_path(out: Path, rank: int, world: int) -> Path:
+    """PRED.jsonl -> PRED.jsonl.part-RANK-of-N: one process's answers (complete once renamed from .partial)."""
+    return out.with_name(f"{out.name}.part-{rank}-of-{world}")
+
+
+_PART = re.compile(r"\.part-(\d+)-of-(\d+)(\.partial)?$")
+
+
+def _leftover_parts(out: Path) -> list[tuple[Path, int, int]]:
+    """Part files an earlier data-parallel run left beside `out`: (path, rank, world)."""
+    found = []
+    if out.parent.is_dir():
+        for path in sorted(out.parent.glob(glob.escape(out.name) + ".part-*")):
+            match = _PART.fullmatch(path.name[len(out.name):])
+            if match:
+                found.append((path, int(match.group(1)), int(match.group(2))))
+    return found
+
+
+def _check_layout(out: Path, world: int) -> None:
+    """An interrupted run is resumed by as many processes as it had: each shard's .partial only
+    holds the samples of its own interleave."""
+    partial = out.with_name(out.name + ".partial")
+    if world > 1 and partial.exists():
+        raise UserError(f"{partial}: an interrupted run of one process left these answers; rerun it without a "
+                        f"launcher to resume it, or remove the file to start afresh with {world} processes")
+    for path, _, other in _leftover_parts(out):
+        if other != world:
+            how = "without a launcher" if world == 1 else f"with {world} processes"
+            raise UserError(f"{path}: an interrupted run of {other} processes left these answers; resume it with "
+                            f"`torchrun --nproc_per_node {other} -m pefomed.cli.app infer ...` (the same command), "
+                            f"or remove its {out.name}.part-* files to start afresh {how}")
+
+
+def _claim_shard(out: Path, settings: dict, samples: list, rank: int, world: int) -> None:
+    """_claim_partial for one process of a data-parallel run: every process checks the settings
+    record against its own; only rank 0 writes it (the others' settings are the same)."""
+    part = part_path(out, rank, world)
+    record = settings_path(out).with_name(settings_path(out).name + ".partial")
+    shard = samples[rank::world]
+    if rank != 0:
+        if part.exists() or part.with_name(part.name + ".partial").exists():
+            _check_previous_settings(record, settings, part)
+        for path in (part, part.with_name(part.name + ".partial")):
+            if path.exists():
+                _check_partial_rows(path, shard)
+        return
+    leftovers = _leftover_parts(out)
+    if leftovers:
+        _check_previous_settings(record, settings, leftovers[0][0])
+        for path, other_rank, _ in leftovers:
+            _check_partial_rows(path, samples[other_rank::world])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(record, settings)
+
+
+def _check_previous_settings(record: Path, settings: dict, answers: Path) -> None:
+    try:
+        previous = json.loads(record.read_text(encoding="utf-8")) if record.exists() else None
+    except (OSError, ValueError):
+        previous = None
+    if previous is not None and _what_defines_the_answers(previous) != _what_defines_the_answers(settings):
+        raise UserError(f"{answers}: an interrupted run with other inputs (model, data, split or prompt) left "
+                        f"these answers; remove it to start afresh, or rerun that run's exact command")
+
+
+def _wait_for_parts(out: Path, world: int, poll_s: float = 0.5) -> None:
+    """Rank 0 waits for every process's complete part. A process that fails makes the launcher
+    (torchrun, deepspeed) stop the others, rank 0 included, so the wait never outlives the run."""
+    import time
+
+    waiting = [r for r in range(world) if not part_path(out, r, world).exists()]
+    if waiting:
+        console.print(f"waiting for the parts of process(es) {', '.join(map(str, waiting))} to merge them",
+                      highlight=False, markup=False)
+    while any(not part_path(out, r, world).exists() for r in range(world)):
+        time.sleep(poll_s)
+
+
+def _merge_parts(out: Path, world: int, order: list[str]) -> None:
+    """The N complete parts -> PRED.jsonl in input order, atomically, checked to answer every
+    sample exactly once; the parts are removed only then."""
+    from pefomed.io import atomic_write
+
+    position = {sample_id: i for i, sample_id in enumerate(order)}
+    rows: list[tuple[int, bytes]] = []
+    for rank in range(world):
+        part = part_path(out, rank, world)
+        with open(part, "rb") as handle:
+            for number, line in enumerate(handle, 1):
+                sample_id = json.loads(line)["id"]
+                if sample_id not in position:
+                    raise UserError(f"{part}:{number}: id {short(sample_id)} is not a sample of these inputs; "
+                                    f"remove the {out.name}.part-* files to start afresh")
+                rows.append((position[sample_id], line))
+    rows.sort(key=lambda row: row[0])
+    answered = [i for i, _ in rows]
+    if answered != list(range(len(order))):
+        seen = set(answered)
+        from collections import Counter
+
+        twice = sorted(order[i] for i, count in Counter(answered).items() if count > 1)
+        missing = [order[i] for i in range(len(order)) if i not in seen]
+        raise UserError(f"{out}: the {world} parts do not answer every sample exactly once (missing "
+                        f"{short(missing[:3])}, twice {short(twice[:3])}); remove the {out.name}.part-* files "
+                        f"to start afresh")
+    with atomic_write(out, "wb", encoding=None) as handle:
+        handle.writelines(line if line.endswith(b"\n") else line + b"\n" for _, line in rows)
+    for rank in range(world):
+        os.remove(part_path(out, rank, world))
+
+
+def _meet(world: int) -> None:
+    """A gloo barrier (CPU and GPU alike) when a launcher gave a rendezvous address. Without it a
+    fast rank 0 could merge and remove a complete part of an interrupted run while a slower process
+    is still deciding whether its part is complete, and then answer its shard again."""
+    if world == 1 or "MASTER_ADDR" not in os.environ:
+        return
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        # generous: processes load their models at different speeds; a failed one makes the
+        # launcher stop the others long before this
+        dist.init_process_group("gloo", timeout=timedelta(hours=2))
+    dist.barrier()
+
+
+def _part_company() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _use_local_device(world: int) -> None:
+    """One GPU per process: LOCAL_RANK picks it, so that the model's "cuda" is this process's."""
+    if world > 1:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+
+
 def trained_tasks(recipe: Recipe) -> set[str] | None:
     """The tasks (vqa, report) of the training split a run learned from, when its DATA_DIR's
     manifest is still readable; None when that cannot be told."""
@@ -187,10 +359,10 @@ def _check_report_request(source: ModelSource, recipe: Recipe, options: InferOpt
 
 def infer(source_text: str, out: str | Path, data: str | Path | None = None, split: str = "test",
           images: str | Path | None = None, question: str | None = None,
-          options: InferOptions | None = None) -> Path:
+          options: InferOptions | None = None, questions: str | Path | None = None) -> Path:
     """The library entry point of `pefomed infer`; returns the PRED.jsonl path."""
     from pefomed.infer.generate import predict
-    from pefomed.infer.sources import drop_unreadable, folder_samples, split_samples
+    from pefomed.infer.sources import drop_unreadable, folder_samples, questions_samples, split_samples
 
     options = options or InferOptions()
     options.check()
@@ -201,37 +373,74 @@ def infer(source_text: str, out: str | Path, data: str | Path | None = None, spl
         raise UserError("give exactly one of --data DATA_DIR or --images FOLDER")
     if question is not None and images is None:
         raise UserError("--question goes with --images (a DATA_DIR brings its own questions)")
+    if questions is not None and images is None:
+        raise UserError("--questions goes with --images FOLDER (its image paths are relative to that folder)")
+    if questions is not None and question is not None:
+        raise UserError("give one of --question (every image) or --questions FILE (a question per row)")
+    rank, world = process_shard()
     source = resolve_source(str(source_text))  # cheap: a wrong path fails before the data is read
-    samples, root = split_samples(data, split) if data is not None else folder_samples(images, question)
+    _check_layout(out, world)
+    with_references = data is not None
+    if questions is not None:
+        samples, root, with_references = questions_samples(questions, images)
+    else:
+        samples, root = split_samples(data, split) if data is not None else folder_samples(images, question)
     skipped: list[dict] = []
     if options.skip_bad:
         if images is None:
             raise UserError("--skip-bad goes with --images (a DATA_DIR's images were checked by prepare)")
         samples, skipped = drop_unreadable(samples, root)
-        for entry in skipped:
+        for entry in skipped if rank == 0 else []:
             console.print(f"skipped {entry['id']}: {entry['reason']}", highlight=False, markup=False)
     if not samples:
         raise UserError(f"{data or images}: nothing to answer" + (f" in split {split!r}" if data is not None else ""))
     if options.limit is not None:
         samples = subsample(samples, options.limit, options.limit_seed)
+    _use_local_device(world)
     recipe, bundle = load_source(source, trust_remote_code=options.trust_remote_code)
     options.apply(recipe)
-    if images is not None and question is None:
+    if images is not None and question is None and questions is None and rank == 0:
         _check_report_request(source, recipe, options)
     batch_size = options.batch_size or recipe.infer.batch_size
     max_new_tokens = options.max_new_tokens or recipe.infer.max_new_tokens
     inputs = ({"data": str(Path(data).resolve()), "split": split} if data is not None
               else {"images": str(Path(images).resolve()), "question": question})
+    if questions is not None:
+        from pefomed.io import sha256_file
+
+        inputs.update(questions=str(Path(questions).resolve()), questions_sha256=sha256_file(questions))
     if options.limit is not None:
         inputs.update(limit=options.limit, limit_seed=options.limit_seed)
     if options.skip_bad:
         inputs.update(skip_bad=True, skipped=len(skipped))
     prompt = prompt_settings(samples, root, recipe, bundle.processor, options.prompting,
                              max_new_tokens=max_new_tokens)
-    settings = prediction_settings(source, recipe, inputs, prompt, batch_size, max_new_tokens)
-    _claim_partial(out, settings, samples)
-    predict(samples, root, recipe, bundle, out, batch_size=batch_size, max_new_tokens=max_new_tokens,
-            with_references=data is not None, prompting=options.prompting)
+    settings = prediction_settings(source, recipe, inputs, prompt, batch_size, max_new_tokens, processes=world)
+    run = dict(batch_size=batch_size, max_new_tokens=max_new_tokens, with_references=with_references,
+               prompting=options.prompting)
+    if world == 1:
+        _claim_partial(out, settings, samples)
+        predict(samples, root, recipe, bundle, out, **run)
+    else:
+        # a deterministic interleave of the input order: every shard gets prompts of every length
+        _claim_shard(out, settings, samples, rank, world)
+        shard, part = samples[rank::world], part_path(out, rank, world)
+        todo = not part.exists()  # a complete part of an interrupted run is kept as it is
+        _meet(world)  # rank 0 merges (and removes) parts only after every process has looked at its own
+        if todo:
+            if shard:
+                predict(shard, root, recipe, bundle, part, **run)
+            else:  # more processes than samples
+                from pefomed.io import atomic_write
+
+                with atomic_write(part, "wb", encoding=None):
+                    pass
+        if rank != 0:
+            _part_company()
+            return out
+        _wait_for_parts(out, world)
+        _merge_parts(out, world, [s.id for s in samples])
+        _part_company()
     if options.skip_bad:
         from pefomed.io import write_jsonl
 

@@ -73,3 +73,103 @@ def drop_unreadable(samples: list[Sample], root: Path) -> tuple[list[Sample], li
             continue
         kept.append(sample)
     return kept, skipped
+
+
+# --questions FILE: column names (CSV header, JSONL keys) and the ones a row must have
+QUESTION_COLUMNS = ("image", "question", "id", "reference")
+_NEEDED = ("image", "question")
+
+
+def _question_rows(path: Path):
+    """(line number, {column: value}) of a CSV (with a header) or JSONL questions file."""
+    import csv
+
+    from pefomed.io import iter_jsonl
+
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        yield from iter_jsonl(path)
+        return
+    if suffix != ".csv":
+        raise UserError(f"--questions {path}: expected a .csv or .jsonl file (columns {', '.join(QUESTION_COLUMNS)})")
+    try:
+        handle = open(path, encoding="utf-8-sig", newline="")
+    except OSError as err:
+        raise UserError(f"--questions {path}: cannot read ({err.strerror or err})") from None
+    with handle:
+        try:
+            reader = csv.DictReader(handle)
+            header = reader.fieldnames or []
+            missing = [c for c in _NEEDED if c not in header]
+            if missing:
+                raise UserError(f"{path}:1: the header has no {' or '.join(repr(c) for c in missing)} column "
+                                f"(found {', '.join(map(repr, header)) or 'nothing'}; columns: "
+                                f"{', '.join(QUESTION_COLUMNS)}, the last two optional)")
+            for row in reader:
+                # reader.line_num: the line the row ends on (a quoted field may span lines)
+                if None in row:
+                    raise UserError(f"{path}:{reader.line_num}: more fields than the header's {len(header)}")
+                if not any((value or "").strip() for value in row.values()):
+                    continue  # a blank line
+                yield reader.line_num, {k: v for k, v in row.items() if v is not None and v != ""}
+        except UnicodeDecodeError as err:
+            raise UserError(f"--questions {path}: not UTF-8 text (byte {err.start})") from None
+        except csv.Error as err:
+            raise UserError(f"{path}:{reader.line_num}: malformed CSV ({err})") from None
+
+
+def questions_samples(questions: str | Path, folder: str | Path) -> tuple[list[Sample], Path, bool]:
+    """--questions FILE with --images FOLDER: one VQA sample per row, in the file's order. Image
+    paths are relative to FOLDER (and may not leave it); ids default to "PATH#N", the N-th
+    question of that image; a `reference` column (on every row, or on none) is written as the
+    reference that `pefomed score` reads. Returns (samples, FOLDER, whether references were given)."""
+    from pefomed.records import resolve_image
+
+    questions, root = Path(questions), Path(folder)
+    if not questions.is_file():
+        raise UserError(f"--questions {questions}: no such file")
+    if not root.is_dir():
+        raise UserError(f"--images {root}: --questions needs the folder its image paths are relative to")
+    samples: list[Sample] = []
+    seen: dict[str, int] = {}
+    per_image: dict[str, int] = {}
+    with_reference: tuple[int, bool] | None = None
+    for line, row in _question_rows(questions):
+        where = f"{questions}:{line}"
+        unknown = sorted(set(row) - set(QUESTION_COLUMNS))
+        if unknown:
+            raise UserError(f"{where}: unknown column {unknown[0]!r} (columns: {', '.join(QUESTION_COLUMNS)})")
+        for key in QUESTION_COLUMNS:
+            if key in row and not isinstance(row[key], str):
+                raise UserError(f"{where}: {key!r} must be text, got {type(row[key]).__name__}")
+        for key in _NEEDED:
+            if not row.get(key, "").strip():
+                raise UserError(f"{where}: no {key!r}" + (" (an image path relative to the --images folder)"
+                                                            if key == "image" else ""))
+        rel = Path(row["image"].strip()).as_posix()
+        try:
+            path = resolve_image(root, rel, row.get("id") or rel)
+        except UserError as err:
+            raise UserError(f"{where}: {err}".replace("DATA_DIR", "--images folder")) from None
+        if not path.is_file():
+            raise UserError(f"{where}: image {rel} not found in {root}")
+        per_image[rel] = per_image.get(rel, 0) + 1
+        sample_id = row.get("id", "").strip() or f"{rel}#{per_image[rel]}"
+        if sample_id in seen:
+            raise UserError(f"{where}: id {sample_id!r} already used on line {seen[sample_id]}")
+        seen[sample_id] = line
+        has_reference = "reference" in row
+        if has_reference and not row["reference"].strip():
+            raise UserError(f"{where}: the reference is empty (leave the column out of every row for none)")
+        if with_reference is None:
+            with_reference = (line, has_reference)
+        elif with_reference[1] != has_reference:
+            first = with_reference[0]
+            raise UserError(f"{where}: " + ("a reference, but line {} has none".format(first) if has_reference
+                                            else "no reference, but line {} has one".format(first))
+                            + " (give every row a reference, or none)")
+        samples.append(Sample(id=sample_id, task="vqa", images=[rel], question=row["question"].strip(),
+                              answer=row.get("reference", "").strip() if has_reference else ""))
+    if not samples:
+        raise UserError(f"--questions {questions}: no questions")
+    return samples, root, bool(with_reference and with_reference[1])

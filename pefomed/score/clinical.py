@@ -336,7 +336,10 @@ def binarize(value: int | None, uncertain: str = DEFAULT_UNCERTAIN) -> float:
 def label_matrix(texts: list[str], uncertain: str = DEFAULT_UNCERTAIN, observations=OBSERVATIONS) -> np.ndarray:
     if uncertain not in UNCERTAIN_POLICIES:
         raise UserError(f"uncertain must be one of {', '.join(UNCERTAIN_POLICIES)}, got {uncertain!r}")
-    return np.array([[binarize(label_report(t)[o], uncertain) for o in observations] for t in texts],
+    cols = [OBSERVATIONS.index(o) for o in observations]
+    # each report labelled once (its distinct sentences once across the corpus: label_sentence's cache)
+    labels = [_label_report(t) for t in texts]
+    return np.array([[binarize(row[c], uncertain) for c in cols] for row in labels],
                     dtype=np.float64).reshape(len(texts), len(observations))
 
 

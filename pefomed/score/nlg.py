@@ -6,7 +6,7 @@ per-sample statistics that pefomed.score.stats resamples.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -22,40 +22,57 @@ def _references(row: Row) -> list[str]:
 def report_metrics(rows: list[Row], tokenizer: str = "ptb", meteor: bool = True,
                    notes: dict[str, Any] | None = None) -> list[MetricSpec]:
     """Metric specs of the `report` section over the report rows of `rows`."""
+    specs, finish = start_report_metrics(rows, tokenizer, meteor, notes)
+    return in_report_order(specs + finish())
+
+
+def in_report_order(specs: list[MetricSpec]) -> list[MetricSpec]:
+    """METEOR (computed last) back in its place, after BLEU-4: the order of METRICS.json and reports."""
+    late = [s for s in specs if s.section == "report" and s.name == "METEOR"]
+    rest = [s for s in specs if not (s.section == "report" and s.name == "METEOR")]
+    at = next((i + 1 for i, s in enumerate(rest) if s.section == "report" and s.name == f"BLEU-{N}"), len(rest))
+    return rest[:at] + late + rest[at:]
+
+
+def start_report_metrics(rows: list[Row], tokenizer: str = "ptb", meteor: bool = True,
+                         notes: dict[str, Any] | None = None
+                         ) -> tuple[list[MetricSpec], Callable[[], list[MetricSpec]]]:
+    """report_metrics in two halves: METEOR's JVM starts first and scores in the background while
+    BLEU, ROUGE-L and CIDEr-D are computed here (and whatever the caller computes next: the clinical
+    labels, every other metric's bootstrap). Returns those specs and a function that waits for
+    METEOR and gives its spec (none without --meteor); in_report_order puts it back in its place."""
     mask = np.array([r.task == "report" for r in rows])
     idx = np.flatnonzero(mask)
     if idx.size == 0:
-        return []
+        return [], lambda: []
+    job = None
+    if meteor:
+        from pefomed.score.meteor import MeteorJob
+
+        job = MeteorJob()  # the JVM loads its tables while the captions are tokenized
     hyps = [rows[i].prediction for i in idx]
     refs = [_references(rows[i]) for i in idx]
     used: dict = {}
-    th, tr = tokenize_pairs(hyps, refs, tokenizer, info=used)
+    try:
+        th, tr = tokenize_pairs(hyps, refs, tokenizer, info=used)
+    except BaseException:
+        if job is not None:
+            job.close()
+        raise
+    if job is not None:
+        job.submit(th, tr)
     stats = NlgStats(th, tr)
     n_rows, n = len(rows), int(idx.size)
     full_bleu = np.zeros((n_rows, 10))
     full_bleu[idx] = stats.bleu
     specs = [MetricSpec("report", f"BLEU-{k}", full_bleu, (lambda s, k=k: bleu_from_sums(s, k)), n=n)
              for k in range(1, N + 1)]
-    if meteor:
-        from pefomed.score.meteor import N_STATS, aggregable, meteor_scores
-        from pefomed.score.meteor import score_from_sums as meteor_from_sums
-
-        result = meteor_scores(th, tr)
-        if result.available:
-            # One statistic, with its own interval: the jar's corpus score is a function of the summed
-            # per-segment statistics, so each resample recomputes it from resampled sums (as for BLEU).
-            per = np.zeros((n_rows, N_STATS))
-            per[idx] = aggregable(result.stats)
-            specs.append(MetricSpec("report", "METEOR", per, meteor_from_sums, n=n, value=result.corpus,
-                                    extra={"statistic": "corpus"}))
-        else:
-            specs.append(MetricSpec("report", "METEOR", np.zeros((n_rows, 2)), lambda s: s[..., 0] * np.nan, n=n,
-                                    extra={"unavailable": result.reason}))
+    rest = []
     for name, per_sample in (("ROUGE-L", stats.rouge), ("CIDEr-D", stats.cider)):
         per = np.zeros(n_rows)
         per[idx] = per_sample
         st, fn = mean_stats(per, mask)
-        specs.append(MetricSpec("report", name, st, fn, n=n))
+        rest.append(MetricSpec("report", name, st, fn, n=n))
     if notes is not None:
         notes["report_metrics"] = {"reference": "pycocoevalcap 1.2", "bleu_reflen": "closest", "rouge_beta": BETA,
                                    "cider": "CIDEr-D, sigma 6, df from the scored references",
@@ -69,4 +86,24 @@ def report_metrics(rows: list[Row], tokenizer: str = "ptb", meteor: bool = True,
             # an input class only the jar tokenizes exactly (counts per class); "approximate" counts
             # captions that needed the jar when it was unavailable.
             notes["report_tokenization"] = used
-    return specs
+
+    def finish() -> list[MetricSpec]:
+        if job is None:
+            return []
+        from pefomed.score.meteor import N_STATS, aggregable
+        from pefomed.score.meteor import score_from_sums as meteor_from_sums
+
+        result = job.result()
+        if result.available:
+            # One statistic, with its own interval: the jar's corpus score is a function of the summed
+            # per-segment statistics, so each resample recomputes it from resampled sums (as for BLEU).
+            per = np.zeros((n_rows, N_STATS))
+            per[idx] = aggregable(result.stats)
+            meteor_spec = MetricSpec("report", "METEOR", per, meteor_from_sums, n=n, value=result.corpus,
+                                     extra={"statistic": "corpus"})
+        else:
+            meteor_spec = MetricSpec("report", "METEOR", np.zeros((n_rows, 2)), lambda s: s[..., 0] * np.nan, n=n,
+                                     extra={"unavailable": result.reason})
+        return [meteor_spec]
+
+    return specs + rest, finish

@@ -44,7 +44,7 @@ def _option(default: Any, help: str, *, choices: tuple | Callable[[], tuple] | N
 class ScoreOptions:
     task: str | None = _option(None, "Force vqa or report metrics; rows of the other task are an error.",
                                choices=("vqa", "report"))
-    vqa_convention: str = _option("exact", "VQA accuracy convention: exact (PeFoMed's), llava-med or "
+    vqa_convention: str = _option("exact", "VQA accuracy convention: exact (pefomed's), pefomed-paper (the paper's released scorer), llava-med or "
                                   "llava-med-run-eval (LLaVA-Med's scripts); see docs/metrics.md.",
                                   choices=_vqa_conventions)
     tokenizer: str = _option("ptb", "Report metrics tokenization: ptb (pycocoevalcap's) or whitespace.",
@@ -121,15 +121,27 @@ class ScoreOptions:
 def collect_specs(rows: list, opts: ScoreOptions, groups: list | None = None) -> tuple[list, dict[str, Any]]:
     """All metric specs for the rows, and settings/notes the sections report. `groups`: rows whose
     task/answer_type/meta define the VQA subsets (shared by the files of a comparison)."""
+    from pefomed.score.nlg import in_report_order
+
+    specs, finish, notes = _start_specs(rows, opts, groups)
+    return in_report_order(specs + finish()), notes
+
+
+def _start_specs(rows: list, opts: ScoreOptions, groups: list | None = None):
+    """collect_specs in two halves: every spec but METEOR's, and a function that waits for the
+    METEOR JVM scoring in the background (so that the caller can bootstrap the rest meanwhile)."""
     specs: list = []
     notes: dict[str, Any] = {}
+    finish = list  # no METEOR: nothing to wait for
     from pefomed.score.vqa_section import vqa_metrics
 
     specs += vqa_metrics(rows, opts.vqa_convention, groups=groups)
     if any(r.task == "report" for r in rows):
-        from pefomed.score.nlg import report_metrics
+        from pefomed.score.nlg import start_report_metrics
 
-        specs += report_metrics(rows, tokenizer=opts.tokenizer, meteor=opts.meteor, notes=notes)
+        # METEOR's JVM scores in the background while the other report metrics are computed
+        report_specs, finish = start_report_metrics(rows, tokenizer=opts.tokenizer, meteor=opts.meteor, notes=notes)
+        specs += report_specs
         if opts.clinical:
             from pefomed.score.clinical import clinical_metrics
 
@@ -142,7 +154,7 @@ def collect_specs(rows: list, opts: ScoreOptions, groups: list | None = None) ->
         from pefomed.score.judge import judge_metrics
 
         specs += judge_metrics(rows, opts, notes=notes)
-    return specs, notes
+    return specs, finish, notes
 
 
 # ---------------------------------------------------------------- resampling units (clusters)
@@ -188,13 +200,18 @@ def resampling_info(unit: str, keys: list, used: dict[str, int]) -> dict[str, An
 
 # ---------------------------------------------------------------- one file
 
-def _sections(specs: list, boot, opts: ScoreOptions, clusters=None) -> dict[str, dict]:
+def _sections(specs: list, boot, opts: ScoreOptions, clusters=None, done: dict | None = None) -> dict[str, dict]:
+    """{section: {metric: entry}} in the order of `specs`; `done`: entries already evaluated."""
     from pefomed.console import track
 
+    done = dict(done or {})
+    todo = [spec for spec in specs if (spec.section, spec.name) not in done]
+    for spec in (track(todo, "metrics + intervals") if opts.progress and todo else todo):
+        done[(spec.section, spec.name)] = spec.evaluate(boot, opts.alpha, proportion=opts.proportion_interval,
+                                                        clusters=clusters)
     out: dict[str, dict] = {}
-    for spec in (track(specs, "metrics + intervals") if opts.progress else specs):
-        out.setdefault(spec.section, {})[spec.name] = spec.evaluate(
-            boot, opts.alpha, proportion=opts.proportion_interval, clusters=clusters)
+    for spec in specs:
+        out.setdefault(spec.section, {})[spec.name] = done[(spec.section, spec.name)]
     return out
 
 
@@ -214,9 +231,16 @@ def _codes(keys: list | None):
 
 def score_rows(rows: list, opts: ScoreOptions, keys: list | None = None) -> tuple[dict, list, dict]:
     """Sections of one file's rows; `keys`: the resampling unit per row (None: each row alone)."""
-    specs, notes = collect_specs(rows, opts)
+    from pefomed.score.nlg import in_report_order
+
+    specs, finish, notes = _start_specs(rows, opts)
     codes = _codes(keys)
-    return _sections(specs, _bootstrap(len(rows), opts, codes), opts, codes), specs, notes
+    boot = _bootstrap(len(rows), opts, codes)
+    # every interval but METEOR's while its JVM is still scoring, then METEOR's
+    early = _sections(specs, boot, opts, codes)
+    done = {(section, name): entry for section, entries in early.items() for name, entry in entries.items()}
+    specs = in_report_order(specs + finish())
+    return _sections(specs, boot, opts, codes, done=done), specs, notes
 
 
 def output_checks(rows: list, path: Path) -> dict[str, Any]:
@@ -289,8 +313,11 @@ def _align(files: list[tuple[Path, list]], unit: str) -> tuple[list[list], list]
 
 
 def _compare(rows_a: list[list], rows_b: list[list], paths_a: list[Path], paths_b: list[Path],
-             opts: ScoreOptions) -> dict[str, Any]:
-    """Paired comparison of the A files against the B files (each side: one or several seeds)."""
+             opts: ScoreOptions, specs_a: list[list] | None = None) -> dict[str, Any]:
+    """Paired comparison of the A files against the B files (each side: one or several seeds).
+    `specs_a`: the A files' specs already computed for their own sections, reused where the
+    aligned rows are those very rows in the same order (no second tokenization, METEOR JVM or
+    clinical labelling of the same file)."""
     import numpy as np
 
     from pefomed.score.stats import decide, paired_difference
@@ -300,7 +327,13 @@ def _compare(rows_a: list[list], rows_b: list[list], paths_a: list[Path], paths_
     keys = None if unit == "sample" else keys
     codes = _codes(keys)
     groups = aligned[0]
-    specs = [collect_specs(rows, opts, groups=groups)[0] for rows in aligned]
+    def specs_of(i: int, rows: list) -> list:
+        if specs_a is not None and i < len(paths_a) and len(rows) == len(rows_a[i]) \
+                and all(x is y for x, y in zip(rows, rows_a[i])):
+            return specs_a[i]
+        return collect_specs(rows, opts, groups=groups)[0]
+
+    specs = [specs_of(i, rows) for i, rows in enumerate(aligned)]
     k = len(paths_a)
     by_key = [{(s.section, s.name): s for s in file_specs} for file_specs in specs]
     boot = _bootstrap(len(groups), opts, codes)
@@ -429,14 +462,17 @@ def score_files(paths: list[Path], *, compare: Path | list[Path] | None = None, 
     for p, rows in zip(paths, all_rows):
         keys, used = cluster_keys(rows, row_images(p, rows), opts.resample_unit)
         keys_per_file.append((None if opts.resample_unit == "sample" else keys, resampling_info(opts.resample_unit, keys, used)))
+    specs_a: list[list] = []
     if len(paths) == 1:
-        sections, _, notes = score_rows(all_rows[0], opts, keys_per_file[0][0])
+        sections, specs, notes = score_rows(all_rows[0], opts, keys_per_file[0][0])
+        specs_a.append(specs)
         metrics: dict[str, Any] = dict(sections)
     else:
         per_run = []
         notes = {}
         for rows, (keys, _) in zip(all_rows, keys_per_file):
-            sections, _, notes = score_rows(rows, opts, keys)
+            sections, specs, notes = score_rows(rows, opts, keys)
+            specs_a.append(specs)
             per_run.append(sections)
         metrics = _across_runs(per_run, opts.alpha)
         metrics["runs"] = [{"path": str(p), **s} for p, s in zip(paths, per_run)]
@@ -448,7 +484,7 @@ def score_files(paths: list[Path], *, compare: Path | list[Path] | None = None, 
         tasks |= {r.task for rows in rows_b for r in rows}
         outputs += [{**output_checks(rows, p), "side": "b"} for p, rows in zip(compare_paths, rows_b)]
         files += [(p, "b") for p in compare_paths]
-        result = _compare(all_rows, rows_b, paths, compare_paths, opts)
+        result = _compare(all_rows, rows_b, paths, compare_paths, opts, specs_a=specs_a)
         metrics["compare"] = {"a": str(paths[0]) if len(paths) == 1 else [str(p) for p in paths],
                               "b": str(compare_paths[0]) if len(compare_paths) == 1 else [str(p) for p in compare_paths],
                               "alpha": opts.alpha, "resample_unit": opts.resample_unit, **result,
