@@ -187,6 +187,20 @@ class Recipe(_Section):
     train: TrainSection = TrainSection()
     infer: InferSection = InferSection()
 
+    @model_validator(mode="after")
+    def _vision_freezing_agrees_with_the_method(self):
+        """model.freeze_vision is honoured by checking it against what the method trains: a
+        recipe that says one thing and trains another is refused, naming both keys."""
+        method, full_vision = self.method, self.method.name == "full" and "vision" in self.method.full_parts
+        if full_vision and self.model.freeze_vision:
+            raise UserError("method.full_parts includes vision but model.freeze_vision is true",
+                            hint="set model.freeze_vision=false to train the vision encoder")
+        if not self.model.freeze_vision and not full_vision and not method.vision_lora:
+            raise UserError(f"model.freeze_vision is false, but method {method.name!r} trains nothing of the vision "
+                            f"encoder", hint="use method.vision_lora=true (LoRA on it), or method.name=full with "
+                                             "vision in method.full_parts")
+        return self
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 

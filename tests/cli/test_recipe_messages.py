@@ -40,3 +40,14 @@ def test_help_keeps_examples_on_their_lines_and_flags_plain(capsys):
     assert main(["--help"]) == 0
     listing = capsys.readouterr().out
     assert "Example" not in listing  # the command list shows summaries only
+
+
+@pytest.mark.parametrize("overrides, says", [
+    (["model.freeze_vision=false"], "trains nothing of the vision encoder"),
+    (["method.name=full", "method.full_parts=[vision,llm]"], "model.freeze_vision is true"),
+])
+def test_freeze_vision_must_agree_with_the_method(overrides, says):
+    with pytest.raises(UserError, match=says):
+        load_recipe("tiny-demo", overrides)
+    # and agreeing settings load
+    load_recipe("tiny-demo", ["method.name=full", "method.full_parts=[vision]", "model.freeze_vision=false"])
