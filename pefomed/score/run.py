@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pefomed.errors import UserError
+from pefomed.score.report import SECTIONS
 
-SECTIONS = ("vqa", "report", "clinical", "semantic", "judge")
 RESAMPLE_UNITS = ("sample", "image", "study", "patient")
 PROPORTION_INTERVALS = ("wilson", "clopper-pearson", "bootstrap")
 
