@@ -301,6 +301,9 @@ def _merge_parts(out: Path, world: int, order: list[str]) -> None:
         os.remove(part_path(out, rank, world))
 
 
+_OWN_GROUP: list = []  # the process group _meet created (and only that one is destroyed after)
+
+
 def _meet(world: int) -> None:
     """A gloo barrier (CPU and GPU alike) when a launcher gave a rendezvous address. Without it a
     fast rank 0 could merge and remove a complete part of an interrupted run while a slower process
@@ -315,14 +318,17 @@ def _meet(world: int) -> None:
         # generous: processes load their models at different speeds; a failed one makes the
         # launcher stop the others long before this
         dist.init_process_group("gloo", timeout=timedelta(hours=2))
+        _OWN_GROUP.append(True)
     dist.barrier()
 
 
 def _part_company() -> None:
+    """Destroy the group _meet made, never one that existed before (a caller's training group)."""
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
+    if _OWN_GROUP and dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+        _OWN_GROUP.clear()
 
 
 def _use_local_device(world: int) -> None:
