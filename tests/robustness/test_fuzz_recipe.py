@@ -99,7 +99,9 @@ def test_non_finite_and_boolean_numbers_are_refused(override, message):
 
 
 def test_booleans_stay_booleans_and_numbers_stay_numbers():
-    recipe = load_recipe("tiny-demo", ["model.freeze_vision=false", "train.lr=3e-5", "train.betas=[0.8, 0.9]"])
+    # (freeze_vision=false must agree with a method that trains the vision encoder: vision LoRA here)
+    recipe = load_recipe("tiny-demo", ["model.freeze_vision=false", "method.vision_lora=true", "train.lr=3e-5",
+                                       "train.betas=[0.8, 0.9]"])
     assert recipe.model.freeze_vision is False and recipe.train.lr == 3e-5 and recipe.train.betas == (0.8, 0.9)
 
 
