@@ -49,12 +49,19 @@ def cluster_codes(keys: Sequence[object | None]) -> np.ndarray:
 @dataclass
 class Bootstrap:
     """Resample weights for n samples: W[b, i] = times sample i (or its cluster) is drawn in
-    resample b. `clusters[i]` is sample i's cluster index (None: every sample its own cluster)."""
+    resample b. `clusters[i]` is sample i's cluster index (None: every sample its own cluster).
 
-    weights: np.ndarray  # (B, n) float64
+    Stored compactly as `counts[b, c]` (draws of cluster c in resample b, 16-bit) and never
+    expanded to the dense (B, n) matrix: resampled sums aggregate the statistics per cluster first
+    and multiply in blocks of resamples, so scoring 200,000 rows keeps memory bounded (the dense
+    float64 matrix alone would be 1.6 GB at 1,000 resamples)."""
+
+    counts: np.ndarray  # (B, c) uint16 (uint32 for very large c)
     seed: int
     clusters: np.ndarray | None = None
     unit: str = "sample"
+
+    BLOCK = 32  # resamples per draw and per matrix product (bounds the temporary copies)
 
     @classmethod
     def make(cls, n: int, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED,
@@ -63,29 +70,50 @@ class Bootstrap:
         codes = None if clusters is None else cluster_codes(list(clusters))
         if codes is not None and len(codes) != n:
             raise ValueError(f"{len(codes)} cluster ids for {n} samples")
-        if n == 0 or resamples <= 0:
-            return cls(np.zeros((max(resamples, 0), n)), seed, codes, unit)
+        resamples = max(resamples, 0)
+        if n == 0 or resamples == 0:
+            return cls(np.zeros((resamples, 0 if codes is None or n == 0 else int(codes.max()) + 1), np.uint16),
+                       seed, codes, unit)
         c = n if codes is None else int(codes.max()) + 1
-        # Multinomial counts == drawing c clusters with replacement, stored compactly as counts.
-        counts = rng.multinomial(c, np.full(c, 1.0 / c), size=resamples).astype(np.float64)
-        weights = counts if codes is None else counts[:, codes]
-        return cls(weights, seed, codes, unit)
+        # Multinomial counts == drawing c clusters with replacement. Drawn in blocks from the one
+        # generator: the same stream, row for row, as a single call (tests pin it), without the
+        # int64 (B, c) temporary.
+        counts = np.empty((resamples, c), dtype=np.uint16 if c < 2 ** 16 else np.uint32)
+        p = np.full(c, 1.0 / c)
+        for start in range(0, resamples, cls.BLOCK):
+            stop = min(start + cls.BLOCK, resamples)
+            counts[start:stop] = rng.multinomial(c, p, size=stop - start)
+        return cls(counts, seed, codes, unit)
+
+    @property
+    def weights(self) -> np.ndarray:
+        """The dense (B, n) float64 weights (small data and tests; `sums` never builds them)."""
+        dense = self.counts.astype(np.float64)
+        return dense if self.clusters is None else dense[:, self.clusters]
 
     @property
     def resamples(self) -> int:
-        return self.weights.shape[0]
+        return self.counts.shape[0]
 
     @property
     def n_clusters(self) -> int:
-        n = self.weights.shape[1]
-        return n if self.clusters is None or n == 0 else int(self.clusters.max()) + 1
+        return self.counts.shape[1]
 
     def sums(self, stats: np.ndarray) -> np.ndarray:
         """Resampled column sums of per-sample statistics `stats` (n, k) -> (B, k)."""
         stats = np.asarray(stats, dtype=np.float64)
         if stats.ndim == 1:
             stats = stats[:, None]
-        return self.weights @ stats
+        if self.clusters is not None and len(stats):
+            # sum of w[b, i] * s[i] = sum over clusters of counts[b, c] * (sum of s[i] in c)
+            per_cluster = np.zeros((self.n_clusters, stats.shape[1]))
+            np.add.at(per_cluster, self.clusters, stats)
+            stats = per_cluster
+        out = np.empty((self.resamples, stats.shape[1]))
+        for start in range(0, self.resamples, self.BLOCK):
+            stop = min(start + self.BLOCK, self.resamples)
+            out[start:stop] = self.counts[start:stop].astype(np.float64) @ stats
+        return out
 
 
 def independent(clusters: np.ndarray | None, mask: np.ndarray | None = None) -> bool:
