@@ -12,11 +12,14 @@ import sys
 
 import pytest
 
+# VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over fork and exec, so a child of a
+# large pytest process would report the parent's size; VmHWM belongs to this process's own memory.
 MEASURE = """
-import resource, sys
+import sys
 from pefomed.cli.app import main
 code = main(sys.argv[1:])
-print("PEAK_MB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print("PEAK_MB", int(hwm.split()[1]) / 1024)
 sys.exit(code)
 """
 
