@@ -10,11 +10,11 @@ import typer
 EXAMPLE = """
 Examples:
 
-  pefomed import pefomed_vqarad.pth recipes/pefomed-paper/stage2-vqa-rad.yaml --out runs/pefomed-released
+  pefomed import pefomed_vqarad.pth pefomed-paper/stage2-vqa-rad --out runs/pefomed-released
 
-  pefomed import minigptv2_checkpoint.pth recipes/pefomed-paper/stage1-roco.yaml --out runs/minigptv2
+  pefomed import minigptv2_checkpoint.pth pefomed-paper/stage1-roco --out runs/minigptv2
 
-  pefomed train recipes/pefomed-paper/stage1-roco.yaml --data ... train.init_from=runs/minigptv2
+  pefomed train pefomed-paper/stage1-roco --data ... train.init_from=runs/minigptv2
 """
 
 

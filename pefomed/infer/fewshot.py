@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -128,6 +128,7 @@ class Prompting:
     blind: bool = False
     exemplar_dir: str | None = None
     exemplar_split: str | None = None  # default: the recipe's data.train_split
+    _picked: dict = field(default_factory=dict, repr=False, compare=False)  # the last exemplars chosen
 
     def __post_init__(self):
         if self.closed_answer not in CLOSED_ANSWER_MODES:
@@ -169,8 +170,13 @@ class Prompting:
         if not self.shots:
             return {}
         folder, split = self.exemplar_source(image_root, data)
-        picker = ExemplarPicker(load_exemplar_pool(folder, split), self.shots, self.shots_seed)
-        return {s.id: picker(s) for s in samples}
+        # predict and prompt_settings both ask for the same run's exemplars: read and pick once
+        key = (str(Path(folder).resolve()), split, tuple(s.id for s in samples))
+        if key not in self._picked:
+            picker = ExemplarPicker(load_exemplar_pool(folder, split), self.shots, self.shots_seed)
+            self._picked.clear()
+            self._picked[key] = {s.id: picker(s) for s in samples}
+        return self._picked[key]
 
 
 def prompt_settings(samples: Sequence[Sample], image_root: str | Path, recipe, processor,

@@ -100,6 +100,11 @@ def settings_path(out: Path) -> Path:
     return out.with_name(stem + ".settings.json")
 
 
+def _settings_record(out: Path) -> Path:
+    """PRED.settings.json.partial: the settings of a run still writing (or interrupted)."""
+    return settings_path(out).with_name(settings_path(out).name + ".partial")
+
+
 def skipped_path(out: Path) -> Path:
     """PRED.jsonl -> PRED.skipped.jsonl (images --skip-bad left out, with the reason)."""
     return settings_path(out).with_name(settings_path(out).name.replace(".settings.json", ".skipped.jsonl"))
@@ -152,22 +157,16 @@ def _check_partial_rows(partial: Path, samples: list) -> None:
 def _claim_partial(out: Path, settings: dict, samples: list) -> None:
     """Refuse to resume a .partial that was written for other inputs; record ours for the next resume."""
     partial = out.with_name(out.name + ".partial")
-    record = settings_path(out).with_name(settings_path(out).name + ".partial")
+    record = _settings_record(out)
     if partial.exists():
-        try:
-            previous = json.loads(record.read_text(encoding="utf-8")) if record.exists() else None
-        except (OSError, ValueError):
-            previous = None
-        if previous is not None and _what_defines_the_answers(previous) != _what_defines_the_answers(settings):
-            raise UserError(f"{partial}: an interrupted run with other inputs (model, data, split or prompt) left "
-                            f"these answers; remove it to start afresh, or rerun that run's exact command")
+        _check_previous_settings(record, settings, partial)
         _check_partial_rows(partial, samples)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(record, settings)
 
 
 def _publish_settings(out: Path, settings: dict) -> None:
-    record = settings_path(out).with_name(settings_path(out).name + ".partial")
+    record = _settings_record(out)
     write_json(settings_path(out), settings)
     if record.exists():
         os.remove(record)
@@ -227,7 +226,7 @@ def _claim_shard(out: Path, settings: dict, samples: list, rank: int, world: int
     """_claim_partial for one process of a data-parallel run: every process checks the settings
     record against its own; only rank 0 writes it (the others' settings are the same)."""
     part = part_path(out, rank, world)
-    record = settings_path(out).with_name(settings_path(out).name + ".partial")
+    record = _settings_record(out)
     shard = samples[rank::world]
     if rank != 0:
         if part.exists() or part.with_name(part.name + ".partial").exists():

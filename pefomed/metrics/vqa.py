@@ -119,26 +119,32 @@ _LLAVA_CONTRACTIONS = {
 }
 
 
-def llava_normalize(text: str) -> str:
-    """LLaVA-Med's normalize_word applied to the lowercased string, as its scripts call it.
-
-    Each mark of its punctuation list is deleted when it touches a space anywhere in the string (or
-    when the string has a digit,digit comma anywhere), otherwise replaced by a space; periods not
-    followed by a digit are deleted (at most 32); number words zero..ten and "none" -> digits;
-    articles a/an/the dropped; apostrophe-less contractions restored; remaining commas deleted."""
-    token = str(text).lower()
-    out = token
-    has_digit_comma = _LLAVA_DIGIT_COMMA.search(token) is not None
+def _glossary_normalize(text: str) -> str:
+    """The VQA-challenge glossary steps that LLaVA-Med's normalize_word and PeFoMed's
+    preprocess_answer share, on `text` as given: each mark of the punctuation list is deleted when
+    it touches a space anywhere in the string (or when the string has a digit,digit comma
+    anywhere), otherwise replaced by a space; periods not followed by a digit are deleted (at most
+    32); lowercase; number words zero..ten and "none" -> digits; articles a/an/the dropped;
+    apostrophe-less contractions restored; remaining commas deleted. (Lowercasing before or after
+    the punctuation steps gives the same string: they only look at marks, spaces and digits.)"""
+    out = text
+    has_digit_comma = _LLAVA_DIGIT_COMMA.search(text) is not None
     for mark in _LLAVA_PUNCT:
-        # The test looks at the input string, the replacement works on the running result.
-        if mark + " " in token or " " + mark in token or has_digit_comma:
+        # the test reads the original string, the replacement the running result (as released)
+        if mark + " " in text or " " + mark in text or has_digit_comma:
             out = out.replace(mark, "")
         else:
             out = out.replace(mark, " ")
-    token = _LLAVA_PERIOD.sub("", out, 32)
-    words = [_NUMBER_WORDS.get(w, w) for w in token.lower().split()]
+    out = _LLAVA_PERIOD.sub("", out, 32)
+    words = [_NUMBER_WORDS.get(w, w) for w in out.lower().split()]
     words = [_LLAVA_CONTRACTIONS.get(w, w) for w in words if w not in _ARTICLES]
     return " ".join(words).replace(",", "")
+
+
+def llava_normalize(text: str) -> str:
+    """LLaVA-Med's normalize_word applied to the lowercased string, as its scripts call it
+    (_glossary_normalize's steps)."""
+    return _glossary_normalize(str(text).lower())
 
 
 def llava_closed(prediction: str, reference: str) -> float:
@@ -178,7 +184,6 @@ def llava_open_recall(prediction: str, reference: str) -> float:
 # paper's VQA-RAD / SLAKE / PathVQA accuracies were computed with. Its punctuation list, period rule,
 # number words and contraction table are those of LLaVA-Med's glossary.py (the VQA challenge's), so
 # the tables above are shared; what differs is the order and the "x ray" replacement.
-_PAPER_PERIOD = _LLAVA_PERIOD
 
 
 def pefomed_paper_normalize(text: str) -> str:
@@ -196,20 +201,8 @@ def pefomed_paper_normalize(text: str) -> str:
     5. joined with single spaces; commas removed; then "x ray" -> "xray" as a plain substring
        replacement, so "max ray" -> "maxray" too ("x-ray" -> "x ray" in step 1 -> "xray").
     """
-    raw = str(text)
-    out = raw
-    has_digit_comma = _LLAVA_DIGIT_COMMA.search(raw) is not None
-    for mark in _LLAVA_PUNCT:
-        # the test reads the original string, the replacement the running result (as released)
-        if mark + " " in raw or " " + mark in raw or has_digit_comma:
-            out = out.replace(mark, "")
-        else:
-            out = out.replace(mark, " ")
-    out = _PAPER_PERIOD.sub("", out, 32)
-    words = [_NUMBER_WORDS.get(w, w) for w in out.lower().split()]
-    words = [_LLAVA_CONTRACTIONS.get(w, w) for w in words if w not in _ARTICLES]
     # the released "\n"/"\t" replacements come after the split and join, where none are left
-    return " ".join(words).replace(",", "").replace("x ray", "xray")
+    return _glossary_normalize(str(text)).replace("x ray", "xray")
 
 
 def pefomed_paper_match(prediction: str, reference: str) -> bool:

@@ -104,7 +104,7 @@ def _check_recorded_lora(config: dict, recipe: Recipe, where: str) -> None:
 def _check_recipe(recipe: Recipe) -> None:
     if recipe.model.kind != "composed":
         raise UserError(f"model.kind is {recipe.model.kind!r}; a MiniGPT-v2 / PeFoMed checkpoint imports into the "
-                        f"composed model (e.g. recipes/pefomed-paper/stage2-vqa-rad.yaml)")
+                        f"composed model (e.g. pefomed-paper/stage2-vqa-rad)")
     if recipe.method.name != "lora":
         raise UserError(f"method.name is {recipe.method.name!r}; MiniGPT-v2 and PeFoMed train plain LoRA (method.name: lora)")
     if not recipe.method.train_projector:

@@ -45,3 +45,15 @@ def test_bad_scans_stop_with_one_message_or_are_skipped_and_listed(tiny_run, tmp
     assert "limit" in skipped["d_bomb.png"] or "pixels" in skipped["d_bomb.png"]
     settings = json.loads((tmp_path / "pred.settings.json").read_text())
     assert settings["inputs"]["skipped"] == 3
+
+
+def test_option_mistakes_are_one_message_before_any_model_loads(tiny_run, demo_data, tmp_path, capsys):
+    base = ["infer", str(tiny_run), "--data", str(demo_data), "--out", str(tmp_path / "p.jsonl")]
+    for extra, says in ((["--batch-size", "-3"], "--batch-size must be at least 1"),
+                        (["--max-new-tokens", "0"], "--max-new-tokens must be at least 1"),
+                        (["--limit", "0"], "--limit must be at least 1"),
+                        (["--skip-bad"], "--skip-bad goes with --images")):
+        assert main([*base, *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err, (extra, err)
+    assert not (tmp_path / "p.jsonl").exists()
