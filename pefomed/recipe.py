@@ -115,8 +115,26 @@ class MethodSection(_Section):
         return self
 
 
+class MixSource(_Section):
+    """One DATA_DIR of a training mixture (data.mix)."""
+
+    dir: str = Field(description="a DATA_DIR written by `pefomed prepare`")
+    ratio: float = Field(gt=0, description="sampling weight; a draw comes from this source with probability "
+                                           "ratio / (sum of ratios)")
+    name: Optional[str] = Field(None, min_length=1, description="what logs and evaluation call it (default: the "
+                                                                "folder name)")
+
+
 class DataSection(_Section):
     dir: Optional[str] = Field(None, description="DATA_DIR written by `pefomed prepare` (or --data)")
+    mix: Optional[list[MixSource]] = Field(
+        None, description="train on several DATA_DIRs drawn with these ratios (PeFoMed's stage 1), instead of data.dir")
+    train_transform: Literal["resize", "random_resized_crop"] = Field(
+        "resize", description="training images: the processor's deterministic resize, or MiniGPT-v2 / PeFoMed's "
+                              "random-resized crop (seeded per sample and epoch) before it")
+    eval_transform: Literal["deterministic", "released"] = Field(
+        "deterministic", description="evaluation and inference images: the deterministic resize (the paper's "
+                                     "intent), or `released`: the training transform, as PeFoMed's code ran it")
     train_split: str = "train"
     val_split: Optional[str] = None
     # one template, a list (pool), {closed: [...], open: [...]}, or "pool:NAME" (pefomed.instructions)
@@ -146,7 +164,7 @@ class TrainSection(_Section):
     warmup_steps: int = Field(0, ge=0)
     warmup_start_lr: float = Field(0.0, ge=0)
     min_lr: float = Field(0.0, ge=0)
-    scheduler: Literal["cosine", "constant", "linear"] = "cosine"
+    scheduler: Literal["cosine", "constant", "linear", "epoch_cosine"] = "cosine"
     weight_decay: float = Field(0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
     max_grad_norm: Optional[float] = 1.0
@@ -165,6 +183,13 @@ class TrainSection(_Section):
     num_workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes that decode images and run the "
                                                          "processor ahead of the model (0: in the training process)")
     prefetch_batches: int = Field(2, gt=0, le=64, description="micro-batches each worker prepares ahead")
+    feature_cache: bool = Field(False, description="compute the frozen vision tower's output once per image, "
+                                                   "keep it under RUN_DIR, and train later epochs from it")
+    length_prepass: bool = Field(True, description="before step 1, count every training sample's tokens (images "
+                                                   "included), report the distribution and refuse a prompt "
+                                                   "longer than data.max_length, naming it")
+    epoch_steps: Optional[int] = Field(None, gt=0, description="scheduler: epoch_cosine: optimizer steps per "
+                                                               "schedule epoch (MiniGPT-4's run.iters_per_epoch)")
     answer_only_logits: bool = Field(True, description="run the LM head only at positions that predict an answer "
                                                        "token (same loss and gradients, far less memory)")
 
@@ -177,6 +202,8 @@ class InferSection(_Section):
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling (with temperature > 0)")
     repetition_penalty: float = Field(1.0, gt=0, le=100, description="above 1 discourages repeated tokens")
     seed: int = Field(0, ge=0, description="seeds sampling, batch by batch")
+    num_return_sequences: int = Field(1, gt=0, le=64, description="answers per question (beams or samples); "
+                                                                 "the first is the prediction, all are kept")
     stop: list[str] = Field(default_factory=list, description="stop generating at any of these strings (cut from the text)")
 
 

@@ -18,8 +18,6 @@ from pathlib import Path
 import numpy as np
 
 from pefomed.console import console, explain_interrupt, progress_bar
-from pefomed.data.collate import Collator
-from pefomed.data.train_batches import EpochPlan, TrainingBatches
 from pefomed.errors import UserError
 from pefomed.io import atomic_write, write_json
 from pefomed.models import run_dir as run_dir_layout
@@ -28,13 +26,13 @@ from pefomed.models.loader import check_model_source, load_base, materialize_bas
 from pefomed.models.peft_methods import apply_method
 from pefomed.models.run_dir import StartingPoint, save_trained
 from pefomed.recipe import Recipe
-from pefomed.records import read_split
 from pefomed.train import checkpoints
 from pefomed.train.deepspeed_config import resolve, zero_stage
 from pefomed.train.distributed import barrier, device, init_distributed
-from pefomed.train.evaluate import evaluate, selection_metric
+from pefomed.train.evaluate import evaluate
 from pefomed.train.log import RunLog
 from pefomed.train.loss import answer_tokens, micro_batch_loss_sum, scaled_for_deepspeed
+from pefomed.train.plan import Plan
 from pefomed.train.schedule import lr_multiplier
 
 
@@ -113,33 +111,6 @@ class TrainResult:
     saved: Path  # RUN_DIR/adapter or RUN_DIR/weights
     model: object  # the trained model (peft-wrapped for adapter methods), still in memory
     engine: object  # the DeepSpeed engine (under ZeRO-3, forward through it gathers parameters)
-
-
-@dataclass
-class Plan:
-    """What the run reads and how long it is: fixed before the first step."""
-
-    samples: list
-    epochs: EpochPlan
-    val_samples: list
-    metric: str | None
-
-    @property
-    def total_steps(self) -> int:
-        return self.epochs.total_steps
-
-    @classmethod
-    def make(cls, recipe: Recipe, data_dir: Path, world: int) -> "Plan":
-
-        cfg = recipe.train
-        samples = read_split(data_dir, recipe.data.train_split)
-        epochs = EpochPlan.make(len(samples), cfg.batch_size, world, cfg.grad_accum, cfg.epochs, cfg.max_steps,
-                                where=f"{data_dir}/{recipe.data.train_split}.jsonl")
-        val_samples, metric = [], None
-        if cfg.eval_every:
-            val_samples = read_split(data_dir, recipe.data.val_split or "val")[: cfg.eval_max_samples]
-            metric = selection_metric(val_samples, cfg.select_metric)
-        return cls(samples, epochs, val_samples, metric)
 
 
 def check_inputs(recipe: Recipe, run_dir: Path, resume: bool) -> Path:
@@ -248,10 +219,8 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
             console.print(f"resuming {run_dir} from step {step} of {plan.total_steps} "
                           f"(checkpoint {checkpoints.latest_tag(run_dir)})")
     log = RunLog(run_dir, is_main, step if resume else None, cfg.tensorboard)
-    collator = Collator(processor, recipe.data, data_dir, train=True)
     has_vision = any(component_of(n) == "vision" for n, _ in engine.module.named_parameters())
-    batches = TrainingBatches(plan.samples, collator, plan.epochs, cfg.batch_size, cfg.seed, rank, world,
-                              pad_blank_image=has_vision)
+    batches = plan.training_batches(processor, recipe, rank, world, has_vision)
     engine.train()
     window = {"loss": 0.0, "tokens": 0.0, "samples": 0, "data_wait": 0.0, "start": time.perf_counter()}
     bar = progress_bar() if is_main else None
