@@ -32,7 +32,7 @@ from pefomed.train.distributed import barrier, device, init_distributed
 from pefomed.train.evaluate import evaluate
 from pefomed.train.log import RunLog
 from pefomed.train.loss import answer_tokens, micro_batch_loss_sum, scaled_for_deepspeed
-from pefomed.train.plan import Plan
+from pefomed.train.plan import Plan, check_data
 from pefomed.train.schedule import lr_multiplier
 
 
@@ -121,11 +121,7 @@ def check_inputs(recipe: Recipe, run_dir: Path, resume: bool) -> Path:
 
     if resume and checkpoints.latest_tag(run_dir) is None:
         raise UserError(f"{run_dir}: nothing to resume (no checkpoints/latest)")
-    if recipe.data.dir is None:
-        raise UserError("no training data: pass --data DATA_DIR or set data.dir in the recipe")
-    data_dir = Path(recipe.data.dir)
-    if not (data_dir / "manifest.json").is_file():
-        raise UserError(f"{data_dir}: not a prepared DATA_DIR (no manifest.json); run `pefomed prepare` first")
+    data_dir = check_data(recipe)
     check_model_source(recipe.model)
     if recipe.train.precision == "fp16" and not torch.cuda.is_available():
         raise UserError("train.precision=fp16 needs a CUDA GPU; use bf16 or fp32 on this machine")

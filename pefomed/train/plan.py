@@ -9,9 +9,20 @@ from pathlib import Path
 
 from pefomed.data.collate import Collator
 from pefomed.data.train_batches import EpochPlan, TrainingBatches
+from pefomed.errors import UserError
 from pefomed.recipe import Recipe
 from pefomed.records import read_split
 from pefomed.train.evaluate import selection_metric
+
+
+def check_data(recipe: Recipe) -> Path:
+    """The training DATA_DIR, checked before any process group or model exists."""
+    if recipe.data.dir is None:
+        raise UserError("no training data: pass --data DATA_DIR or set data.dir in the recipe")
+    data_dir = Path(recipe.data.dir)
+    if not (data_dir / "manifest.json").is_file():
+        raise UserError(f"{data_dir}: not a prepared DATA_DIR (no manifest.json); run `pefomed prepare` first")
+    return data_dir
 
 
 @dataclass
