@@ -33,6 +33,11 @@ from pefomed.recipe import DataSection
 from pefomed.records import Sample, resolve_image
 
 IGNORE_INDEX = -100
+
+
+class PromptTooLong(UserError):
+    """A prompt that alone (image tokens included) passes data.max_length: never cut, always refused."""
+
 # Processor outputs with one value per token; everything else (pixel_values, image_grid_thw, ...)
 # is per image and concatenated along the first axis.
 PER_TOKEN_KEYS = ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids", "labels")
@@ -269,7 +274,7 @@ class Collator:
         if len(prompt_ids) > limit:
             what = f"data.max_length={self.data.max_length}" if not shots else \
                 f"{limit} (data.max_length={self.data.max_length} per turn, {len(shots)} exemplars + the question)"
-            raise UserError(f"sample {sample.id}: the prompt with its image tokens is {len(prompt_ids)} tokens, "
+            raise PromptTooLong(f"sample {sample.id}: the prompt with its image tokens is {len(prompt_ids)} tokens, "
                             f"more than {what}; image tokens are never truncated",
                             hint="raise data.max_length or shorten the question")
         per_token = {k: v[0] for k, v in enc.items() if k in PER_TOKEN_KEYS}

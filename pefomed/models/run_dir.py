@@ -10,6 +10,7 @@ a whole run, and a run as the starting point of another (two-stage training).
       best/                the best periodic evaluation's adapter/ or weights/ files
       checkpoints/         resumable DeepSpeed checkpoints (pefomed.train.checkpoints); latest
       train_log.jsonl  eval_log.jsonl  best.json  last.json  trainable.json  tensorboard/
+      length_budget.json   the training split's token budget, measured before step 1
 
 Train, infer and export all go through this module, so "adapter or weights?" has one answer
 (`TrainedWeights.find`) and a run loads one way (`load_run`) whoever asks. A run is saved with
@@ -46,6 +47,7 @@ BEST_JSON = "best.json"
 LAST_JSON = "last.json"
 TRAINABLE_JSON = "trainable.json"
 TENSORBOARD_DIR = "tensorboard"
+LENGTH_BUDGET_JSON = "length_budget.json"  # the training split's token counts (pefomed.data.length_budget)
 
 
 LOCK_FILE = ".pefomed-train.lock"

@@ -105,6 +105,31 @@ def _to_device(batch: dict, device, dtype):
     return out
 
 
+def _length_prepass(batches, recipe: Recipe, run_dir: Path, is_main: bool) -> None:
+    """Count every training sample's tokens before step 1 (pefomed.data.length_budget): the first
+    process measures (in DataLoader workers) and writes RUN_DIR/length_budget.json, the others
+    read its verdict, so an over-long prompt stops every process with the same message."""
+    from pefomed.data.length_budget import cache_key, describe, length_budget
+
+    key = cache_key([s.to_dict() for s in batches.samples], recipe.model.model_dump(mode="json"),
+                    recipe.data.model_dump(mode="json", exclude={"dir", "mix"}))
+
+    def measure() -> dict:
+        return length_budget(batches.samples, batches.collator, recipe.data.max_length, recipe.train.num_workers,
+                             run_dir / run_dir_layout.LENGTH_BUDGET_JSON, key,
+                             where=f"the training split ({recipe.data.train_split})")
+
+    if is_main:
+        try:
+            summary = measure()
+        finally:
+            barrier()  # also when it refuses: the others then read the same verdict
+        console.print(describe(summary))
+    else:
+        barrier()
+        measure()
+
+
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -217,6 +242,8 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
     log = RunLog(run_dir, is_main, step if resume else None, cfg.tensorboard)
     has_vision = any(component_of(n) == "vision" for n, _ in engine.module.named_parameters())
     batches = plan.training_batches(processor, recipe, rank, world, has_vision)
+    if cfg.length_prepass:
+        _length_prepass(batches, recipe, run_dir, is_main)
     engine.train()
     window = {"loss": 0.0, "tokens": 0.0, "samples": 0, "data_wait": 0.0, "start": time.perf_counter()}
     bar = progress_bar() if is_main else None
