@@ -21,6 +21,7 @@ interrupted export never leaves a folder that looks complete.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -229,6 +230,32 @@ def _publishable_modes(folder: Path) -> None:
         os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
 
 
+@contextlib.contextmanager
+def _sole_writer_of(out: Path):
+    """Held while one export assembles `out`: a second export to the same --out refuses at once,
+    and the holder removes the temporary folders of earlier exports that were killed (kill -9
+    or a power cut skip the cleanup below; an OS lock dies with its process, so holding it proves
+    nobody is still writing them)."""
+    import fcntl
+
+    lock_path = out.parent / f".{out.name}.export-lock"
+    handle = open(lock_path, "a+", encoding="utf-8")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"{out}: another `pefomed export` is writing this folder; wait for it to finish or "
+                            f"choose another --out") from None
+        # exactly mkdtemp's 8 random characters: never another --out whose name starts with ours
+        for abandoned in out.parent.glob(f".{glob.escape(out.name)}.????????.partial"):
+            shutil.rmtree(abandoned, ignore_errors=True)
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            lock_path.unlink()  # unlinked while still held, so no later export waits on a stale file
+        handle.close()
+
+
 def export_run(run_dir: str | Path, out: str | Path, merge: bool = True, dtype: str = "auto",
                trust_remote_code: bool = False) -> Path:
     """Export RUN_DIR (or RUN_DIR/best) to `out` (a new or empty folder); returns `out`."""
@@ -242,6 +269,12 @@ def export_run(run_dir: str | Path, out: str | Path, merge: bool = True, dtype: 
     check_remote_code(recipe, run.recipe_file, trust_remote_code)
     quiet_transformers()
     out.parent.mkdir(parents=True, exist_ok=True)
+    with _sole_writer_of(out):
+        return _assemble(run, recipe, out, merge, dtype)
+
+
+def _assemble(run: Run, recipe, out: Path, merge: bool, dtype: str) -> Path:
+    """Write the export into a temporary sibling of `out`, then rename it into place."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
         if merge:

@@ -53,6 +53,28 @@ def test_export_killed_leaves_a_whole_folder_or_none(tiny_run, tmp_path):
 
 
 @pytest.mark.slow
+def test_export_removes_what_a_killed_export_left_and_refuses_a_concurrent_one(tiny_run, tmp_path):
+    import fcntl
+
+    out = tmp_path / "exported"
+    # what kill -9 during an export leaves: mkdtemp's hidden sibling, half full
+    abandoned = tmp_path / ".exported.k1ll3d00.partial"
+    abandoned.mkdir()
+    (abandoned / "model.safetensors").write_bytes(b"half")
+    other = tmp_path / ".exported-v2.abcdefgh.partial"  # another --out's folder: not ours to remove
+    other.mkdir()
+    with open(tmp_path / ".exported.export-lock", "a+") as held:  # an export to the same --out is running
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        busy = subprocess.run(pefomed("export", tiny_run, "--out", out), capture_output=True, text=True)
+    assert busy.returncode == 2 and "another `pefomed export` is writing this folder" in busy.stderr, busy.stderr
+    assert abandoned.exists() and not out.exists()
+    done = subprocess.run(pefomed("export", tiny_run, "--out", out), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert not abandoned.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".exported-v2.abcdefgh.partial", "exported"]
+
+
+@pytest.mark.slow
 def test_score_killed_leaves_whole_metrics_or_none(tmp_path):
     rng = random.Random(0)
     words = "the heart size is normal lungs are clear no effusion small left pleural opacity stable".split()
