@@ -72,8 +72,35 @@ def _pairs(study: Study, groups: dict) -> list[dict]:
     return out
 
 
-def build_report(study: Study, study_dir: Path, cells: list[Unit]) -> dict:
+SCORES_DIR = "scores"
+
+
+def _scored(study_dir: Path, files: list[Path], compare: list[Path] | None, opts: dict) -> dict:
+    """`score_files(files, compare=compare, **opts)`, kept in STUDY_DIR/scores/ under a key made of
+    the files' contents, the options and the pefomed version: a study run again (after a kill, or
+    to add cells) re-scores only the groups whose predictions changed. Report data sets would
+    otherwise start METEOR's JVM and redo every bootstrap on each run."""
+    import hashlib
+    import json
+
+    from pefomed import __version__
+    from pefomed.io import read_json, sha256_file
     from pefomed.score.run import score_files
+
+    key = hashlib.sha256(json.dumps({"files": [sha256_file(f) for f in files],
+                                     "compare": [sha256_file(f) for f in compare or []],
+                                     "options": opts, "pefomed": __version__}, sort_keys=True).encode()).hexdigest()
+    cached = study_dir / SCORES_DIR / f"{key}.json"
+    if cached.is_file():
+        try:
+            return read_json(cached)
+        except Exception:  # noqa: BLE001 - a damaged cache entry is recomputed, never trusted
+            pass
+    write_json(cached, score_files(files, compare=compare, **opts))
+    return read_json(cached)  # the same JSON values whether fresh or kept
+
+
+def build_report(study: Study, study_dir: Path, cells: list[Unit]) -> dict:
     from pefomed.score.stats import holm
 
     opts = _score_options(study)
@@ -90,7 +117,7 @@ def build_report(study: Study, study_dir: Path, cells: list[Unit]) -> dict:
 
     rows = []
     for group, members in groups.items():
-        scored = score_files(preds(group), **opts)
+        scored = _scored(study_dir, preds(group), None, opts)
         values = {}
         for metric in metrics_of(group[0]):
             e = _entry(scored, metric)
@@ -104,7 +131,7 @@ def build_report(study: Study, study_dir: Path, cells: list[Unit]) -> dict:
     comparisons = []
     for pair in _pairs(study, groups):
         a, b = pair["a"], pair["b"]
-        scored = score_files(preds(a), compare=preds(b), **opts)
+        scored = _scored(study_dir, preds(a), preds(b), opts)
         sections = scored["compare"]["sections"]
         entries = {}
         for metric in metrics_of(a[0]):

@@ -99,6 +99,38 @@ def test_a_killed_study_redoes_no_finished_cell_and_ends_with_the_same_report(ki
 
 
 @pytest.mark.slow
+def test_the_report_reuses_kept_scores_until_a_prediction_changes(killed_and_rerun, tmp_path):
+    import shutil
+
+    from pefomed.study.report import SCORES_DIR, build_report
+
+    out = tmp_path / "copy"
+    shutil.copytree(killed_and_rerun["out"], out)
+    study, root = load_study(killed_and_rerun["study"])
+    _, cells = plan_study(study, root, out)
+    kept = sorted((out / SCORES_DIR).glob("*.json"))
+    assert len(kept) == 6 + 9  # one per row group and per comparison
+    first = build_report(study, out, cells)
+    # mark every kept score: a report that reads them shows the mark, one that re-scores does not
+    for path in kept:
+        scored = read_json(path)
+        if "vqa" in scored:
+            scored["vqa"]["overall"]["value"] = 0.123456
+            path.write_text(__import__("json").dumps(scored))
+    marked = build_report(study, out, cells)
+    assert all(r["metrics"]["vqa/overall"]["value"] == 0.123456 for r in marked["rows"])
+    # one cell's predictions change: its group is scored afresh, the others stay as kept
+    cell = next(c for c in cells if c.model == "a" and c.method == "lora" and c.seed == 0)
+    pred = out / cell.folder / "pred.jsonl"
+    pred.write_text(pred.read_text().replace('"prediction": "', '"prediction": "x', 1))
+    changed = build_report(study, out, cells)
+    values = {(r["model"], r["method"]): r["metrics"]["vqa/overall"]["value"] for r in changed["rows"]}
+    assert values[("a", "lora")] != 0.123456
+    assert all(v == 0.123456 for k, v in values.items() if k != ("a", "lora"))
+    assert first["rows"] != marked["rows"]
+
+
+@pytest.mark.slow
 def test_the_study_numbers_equal_the_same_cells_run_by_hand(killed_and_rerun, tmp_path):
     from pefomed.score.run import score_files
 
