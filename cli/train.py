@@ -16,6 +16,8 @@ Examples:
 
   pefomed train --resume runs/demo
 
+  pefomed train stage1-mix.yaml --out runs/stage1      (the recipe's data.mix lists several DATA_DIRs with ratios)
+
 Several processes: deepspeed --num_gpus 8 --module pefomed.cli.app train my.yaml --data ... --out ...
 """
 
@@ -25,7 +27,7 @@ def register(app: typer.Typer) -> None:
     def train(
         recipe: Optional[str] = typer.Argument(None, help="Recipe YAML file, or a built-in name such as tiny-demo."),
         overrides: Optional[List[str]] = typer.Argument(None, help="section.key=value overrides, e.g. train.lr=3e-5."),
-        data: Optional[Path] = typer.Option(None, "--data", help="DATA_DIR written by `pefomed prepare`."),
+        data: Optional[Path] = typer.Option(None, "--data", help="DATA_DIR written by `pefomed prepare` (not with a recipe's data.mix)."),
         out: Optional[Path] = typer.Option(None, "--out", help="RUN_DIR to write (default runs/<recipe name>)."),
         resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this RUN_DIR from its last checkpoint."),
     ):

@@ -194,6 +194,15 @@ class TrainSection(_Section):
                                                        "token (same loss and gradients, far less memory)")
 
 
+    @model_validator(mode="after")
+    def _epoch_cosine_needs_epoch_steps(self):
+        # checked when the recipe loads, not after the model has loaded
+        if self.scheduler == "epoch_cosine" and self.epoch_steps is None:
+            raise ValueError("train.scheduler=epoch_cosine needs train.epoch_steps (optimizer steps per schedule "
+                             "epoch, MiniGPT-4's run.iters_per_epoch)")
+        return self
+
+
 class InferSection(_Section):
     batch_size: int = Field(8, gt=0)
     max_new_tokens: int = Field(32, gt=0)
@@ -265,6 +274,9 @@ def _format_validation_error(err: ValidationError, source: str, overridden: dict
             close = difflib.get_close_matches(str(loc[-1]), _known_keys(loc), n=1)
             hint = f" (did you mean '{'.'.join([*map(str, loc[:-1]), close[0]])}'?)" if close else ""
             line = f"unknown recipe key '{short(key, 80)[1:-1]}'{hint}"
+        elif item["type"] == "value_error" and isinstance(item.get("input"), dict):
+            # a section's own check (a model validator): its message names the keys involved
+            line = item["msg"].removeprefix("Value error, ")
         else:
             line = f"recipe key '{short(key, 80)[1:-1]}': {item['msg']} (got {short(item.get('input'), 80)})"
         lines.append((line, from_override))

@@ -16,6 +16,10 @@ A prompt is a conversation (docs/prompting.md): an optional system prompt (`data
 then optional solved examples (few-shot: earlier user/assistant turns, each with its images), then
 the sample's own user turn. `blind=True` removes every image (or, for a family whose processor
 needs one, puts a black image of the processor's input size in its place).
+
+Images pass through the recipe's transforms (pefomed.data.transforms) before the processor:
+`encode(..., epoch=, seed=)` (the training batches) applies data.train_transform seeded by
+(seed, epoch, sample id); without an epoch, data.eval_transform applies. Both default to none.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pathlib import Path
 import torch
 
 from pefomed.data.images import load_image
+from pefomed.data.transforms import ImageTransform
 from pefomed.instructions import instruction
 from pefomed.errors import UserError
 from pefomed.recipe import DataSection
@@ -223,6 +228,7 @@ class Collator:
         self.system_prompt = getattr(data, "system_prompt", None)
         self.system_turn = bool(self.system_prompt) and system_turn_supported(processor)
         self._blank = None
+        self.transform = ImageTransform(data, processor)
 
     def image_path(self, path: str, sample_id: str) -> Path:
         """The file behind a sample's image path, never outside its folder (records.resolve_image).
@@ -234,18 +240,22 @@ class Collator:
 
     per_token_keys = PER_TOKEN_KEYS
 
-    def _images(self, sample: Sample) -> list:
+    def _images(self, sample: Sample, train: tuple[int, int] | None = None) -> list:
         if not self.blind:
-            return [load_image(self.image_path(p, sample.id)) for p in sample.images]
+            images = [load_image(self.image_path(p, sample.id)) for p in sample.images]
+            return self.transform(images, sample.id, getattr(sample, "source", ""), train)
         if not self.layout.needs_image:
             return []
         if self._blank is None:
             self._blank = blank_image(self.processor)
         return [self._blank for _ in sample.images]  # same count, so the same token layout
 
-    def encode(self, sample: Sample, shots: Sequence[Sample] = ()) -> dict[str, torch.Tensor]:
-        """The sample's encoding (with its answer when train=True), after the solved `shots`."""
-        enc = self.encode_prompt(sample, shots)
+    def encode(self, sample: Sample, shots: Sequence[Sample] = (), epoch: int | None = None,
+               seed: int = 0) -> dict[str, torch.Tensor]:
+        """The sample's encoding (with its answer when train=True), after the solved `shots`.
+        `epoch` (with train.seed as `seed`) marks a training draw: data.train_transform applies,
+        seeded by (seed, epoch, sample id); without it, data.eval_transform."""
+        enc = self.encode_prompt(sample, shots, epoch, seed)
         return self.append_answer(enc, sample.answer) if self.train else enc
 
     def encode_with_images(self, sample: Sample, images: list,
@@ -254,12 +264,14 @@ class Collator:
         enc = self._encode_prompt(sample, images, shots)
         return self.append_answer(enc, sample.answer) if self.train else enc
 
-    def encode_prompt(self, sample: Sample, shots: Sequence[Sample] = ()) -> dict[str, torch.Tensor]:
+    def encode_prompt(self, sample: Sample, shots: Sequence[Sample] = (), epoch: int | None = None,
+                      seed: int = 0) -> dict[str, torch.Tensor]:
         """The prompt alone (labels all masked), whatever `train` says: what ranking appends each
-        candidate answer to."""
+        candidate answer to. `epoch`, `seed`: as `encode`."""
         if shots:
             check_few_shot(self.processor)
-        return self._encode_prompt(sample, self._images(sample), [(s, self._images(s)) for s in shots])
+        train = None if epoch is None else (seed, epoch)
+        return self._encode_prompt(sample, self._images(sample, train), [(s, self._images(s)) for s in shots])
 
     def _encode_prompt(self, sample: Sample, images: list, shots: Sequence[tuple[Sample, list]]):
         turns = [Turn(instruction(s, self.data), len(imgs), s.answer.strip()) for s, imgs in shots]

@@ -88,10 +88,13 @@ def _measure(samples, collator, num_workers: int) -> tuple[list[Lengths], list[t
     if num_workers == 0:
         chunks = (measure[k] for k in range(len(measure)))
     else:
+        import torch
         from torch.utils.data import DataLoader
 
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # as the training loader: no forked tokenizer pool
-        chunks = DataLoader(measure, batch_size=None, num_workers=num_workers, multiprocessing_context="fork")
+        # its own generator: the pass must not move the global RNG that training draws from
+        chunks = DataLoader(measure, batch_size=None, num_workers=num_workers, multiprocessing_context="fork",
+                            generator=torch.Generator().manual_seed(0))
     lengths, too_long = [], []
     for chunk in chunks:
         for item in chunk:

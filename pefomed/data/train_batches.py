@@ -8,6 +8,8 @@ padded and collated. The loop only asks for `batches[m]`.
 - Epoch arithmetic: micro-batches per epoch, optimizer steps for the run.
 - Mixed image/text batches: a text-only micro-batch gets a fully masked blank-image sample
   (pefomed.data.blank_image) when the model has a vision tower.
+- Image keys (train.feature_cache): `ImageKeyed` adds to each batch a content key per image (the
+  sha256 of its pixels) and what the feature cache already stores for it.
 
 Map-style (`len`, `__getitem__` by micro-batch index) and free of hidden state, so a
 torch DataLoader with worker processes can build batches ahead of the model without changing
@@ -28,12 +30,25 @@ def micro_batch_indices(n_samples: int, epoch: int, index: int, seed: int, batch
     """Sample indices of micro-batch `index` of `epoch` for `rank`: a seeded permutation per epoch,
     consecutive slices interleaved across ranks (so the global batch equals a one-process batch of
     batch * world samples)."""
+    order = epoch_permutation(n_samples, epoch, seed)
+    start = first_slot(index, batch, rank, world)
+    return order[start:start + batch].tolist()
+
+
+def epoch_permutation(n_samples: int, epoch: int, seed: int):
+    """The seeded order of `n_samples` samples in `epoch` (a torch tensor); a mixture's first
+    source is read in exactly this order (pefomed.data.mixture), so a one-source mixture is data.dir."""
     import torch
 
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    order = torch.randperm(n_samples, generator=generator)
-    start = (index * world + rank) * batch
-    return order[start:start + batch].tolist()
+    return torch.randperm(n_samples, generator=generator)
+
+
+def first_slot(index: int, batch: int, rank: int, world: int) -> int:
+    """Where micro-batch `index` of `rank` starts in its epoch's order: consecutive slices of
+    `batch` interleaved across ranks, so global micro-batch `index` is slots
+    [index * batch * world, (index + 1) * batch * world) however it is split over processes."""
+    return (index * world + rank) * batch
 
 
 @dataclass
@@ -73,7 +88,48 @@ class TrainingBatches:
 
     def __getitem__(self, micro: int) -> tuple[list[str], dict]:
         chosen = [self.samples[i] for i in self.indices(micro)]
-        encodings = [self.collator.encode(sample) for sample in chosen]
+        epoch, _ = self.epoch_of(micro)  # data.train_transform draws anew each epoch, seeded
+        encodings = [self.collator.encode(sample, epoch=epoch, seed=self.seed) for sample in chosen]
         if self.pad_blank_image is not None:
             encodings = self.pad_blank_image(encodings)
         return [sample.id for sample in chosen], self.collator(encodings)
+
+
+IMAGE_KEYS = "image_keys"  # a training batch's per-image keys (train.feature_cache); popped before forward
+STORED_FEATURES = "stored_features"  # what the cache already held for them, read ahead; popped too
+
+
+def pixel_keys(pixel_values) -> list[str]:
+    """One key per image of a batch: the sha256 of exactly the pixels the vision tower receives
+    (shape, dtype and bytes of `pixel_values[i]`). The image file, the processor's resize, crop and
+    normalisation, and the transform are all in the pixels, so equal keys mean equal tower input."""
+    import hashlib
+
+    import torch
+
+    keys = []
+    for image in pixel_values:
+        image = image.contiguous()
+        digest = hashlib.sha256(f"{tuple(image.shape)}|{image.dtype}|".encode())
+        digest.update(memoryview(image.reshape(-1).view(torch.uint8).numpy()))
+        keys.append(digest.hexdigest())
+    return keys
+
+
+class ImageKeyed:
+    """Training batches (TrainingBatches, or a mixture's) whose batches also say which images they
+    hold: batch[IMAGE_KEYS] lists `pixel_keys` of its pixel_values, in order, and with `read`
+    (key -> stored tensors or None) batch[STORED_FEATURES] what is already stored for each. Map-style
+    like the batches it wraps, so DataLoader workers hash and read ahead of the model."""
+
+    def __init__(self, batches, read=None):
+        self.batches, self.read = batches, read
+
+    def __getitem__(self, micro: int) -> tuple[list[str], dict]:
+        ids, batch = self.batches[micro]
+        if "pixel_values" in batch:
+            keys = pixel_keys(batch["pixel_values"])
+            batch[IMAGE_KEYS] = keys
+            if self.read is not None:
+                batch[STORED_FEATURES] = [self.read(key) for key in keys]
+        return ids, batch

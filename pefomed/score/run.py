@@ -497,9 +497,12 @@ def score_files(paths: list[Path], *, compare: Path | list[Path] | None = None, 
         write_json(out, metrics)
     folder = report_folder(out, report)
     if folder is not None:
+        from pefomed.score.error_analysis import report_extras
         from pefomed.score.report import write_report
 
-        write_report(metrics, folder)
+        # provenance, the majority-answer line and sampled rows with thumbnails: built only when a
+        # report is written, and only the sampled rows' images are read
+        write_report(metrics, folder, extras=report_extras(paths, all_rows, compare_paths, opts))
     return metrics
 
 

@@ -59,18 +59,26 @@ class RunLog:
                 for key in ("loss", "lr", "samples_per_s", "peak_memory_mb"):
                     self.board.add_scalar(f"train/{key}", row[key], row["step"])
 
-    def eval_row(self, step: int, metric: str, value: float) -> bool:
-        """Record an evaluation; True when it is the best so far (on every process)."""
+    def eval_row(self, step: int, evaluation) -> bool:
+        """Record an evaluation (pefomed.train.evaluate.Evaluation); True when it is the best so far
+        (on every process). A mixture's row adds each source's own metric, value and scaled value."""
+        metric, value = evaluation.metric, evaluation.value
         improved = value > self.best
         self.best = max(self.best, value)
         if self.is_main:
             row = {"step": step, "metric": metric, "value": value, "best": self.best}
+            if evaluation.sources is not None:
+                row["sources"] = evaluation.sources
             self._append(self.eval_path, row)
             if improved:
                 write_json(self.best_path, row)
             if self.board:
                 self.board.add_scalar(f"val/{metric}", value, step)
+                for name, entry in (evaluation.sources or {}).items():
+                    self.board.add_scalar(f"val/{name}/{entry['metric']}", entry["value"], step)
             console.print(f"step {step}: val {metric} = {value:.4f}" + (" (best)" if improved else ""))
+            for name, entry in (evaluation.sources or {}).items():
+                console.print(f"  {name}: {entry['metric']} = {entry['value']:.4f} ({entry['samples']} samples)")
         return improved
 
     def close(self) -> None:

@@ -12,16 +12,20 @@ import os
 import random
 import resource
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pefomed.console import console, explain_interrupt, progress_bar
+from pefomed.data.train_batches import IMAGE_KEYS, STORED_FEATURES, ImageKeyed
 from pefomed.errors import UserError
 from pefomed.io import atomic_write, write_json
 from pefomed.models import run_dir as run_dir_layout
 from pefomed.models.components import component_of, count_parameters
+from pefomed.models.feature_cache import check_recipe as check_feature_cache
+from pefomed.models.feature_cache import open_feature_cache, write_summary
 from pefomed.models.loader import check_model_source, load_base, materialize_base, torch_dtype
 from pefomed.models.peft_methods import apply_method
 from pefomed.models.run_dir import StartingPoint, save_trained
@@ -90,7 +94,21 @@ def _loader(batches, start: int, end: int, cfg):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     return DataLoader(batches, sampler=range(start, end), batch_size=None, num_workers=cfg.num_workers,
                       prefetch_factor=cfg.prefetch_batches, pin_memory=torch.cuda.is_available(),
-                      multiprocessing_context="fork")
+                      multiprocessing_context="fork",
+                      # its own generator: starting workers must not draw from the global RNG, which
+                      # a resumed run has just restored (dropout would shift by one draw)
+                      generator=torch.Generator().manual_seed(0))
+
+
+def _summed(counts, world: int) -> tuple[int, ...]:
+    """Integer counts summed over all processes."""
+    import torch
+    import torch.distributed as dist
+
+    total = torch.tensor([float(c) for c in counts], dtype=torch.float64, device=device())
+    if world > 1:
+        dist.all_reduce(total)
+    return tuple(int(c) for c in total.tolist())
 
 
 def _to_device(batch: dict, device, dtype):
@@ -148,6 +166,7 @@ def check_inputs(recipe: Recipe, run_dir: Path, resume: bool) -> Path:
         raise UserError(f"{run_dir}: nothing to resume (no checkpoints/latest)")
     data_dir = check_data(recipe)
     check_model_source(recipe.model)
+    check_feature_cache(recipe)
     if recipe.train.precision == "fp16" and not torch.cuda.is_available():
         raise UserError("train.precision=fp16 needs a CUDA GPU; use bf16 or fp32 on this machine")
     return data_dir
@@ -164,8 +183,12 @@ def _build_model(recipe: Recipe, run_dir: Path, is_main: bool, resume: bool):
         materialize_base(recipe.model, run_dir)  # the first process builds the tiny base, if any
     barrier()
     # bf16/fp16 runs load the frozen base in that dtype (half the host memory of fp32);
-    # DeepSpeed keeps fp32 master copies of the trainable parameters
-    bundle = load_base(materialize_base(recipe.model, run_dir), recipe.model, cfg.precision)
+    # DeepSpeed keeps fp32 master copies of the trainable parameters. Under ZeRO-3 (not QLoRA)
+    # each process loads only its partition of the base (pefomed.models.loader.load_base)
+    import torch.distributed as dist
+
+    bundle = load_base(materialize_base(recipe.model, run_dir), recipe.model, cfg.precision,
+                       deepspeed=resolve(cfg, dist.get_world_size()), method=recipe.method)
     model = bundle.model
     start = StartingPoint(cfg.init_from) if cfg.init_from and not resume else None
     if start:
@@ -226,6 +249,10 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
     stage = zero_stage(ds_config)
     plan = Plan.make(recipe, data_dir, world)
     model, processor = _build_model(recipe, run_dir, is_main, resume)
+    # train.feature_cache: the tower is fingerprinted before DeepSpeed partitions it; under ZeRO-3
+    # with several processes they agree per micro-batch whether it runs (its gathers are collective)
+    feature_cache = open_feature_cache(recipe, model, run_dir, device() if stage == 3 and world > 1 else None) \
+        if cfg.feature_cache else None
     engine, scheduler = _build_engine(model, cfg, ds_config, plan.total_steps)
     dtype = None if cfg.precision == "fp32" else torch_dtype(cfg.precision)
 
@@ -250,7 +277,8 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
     if bar:
         bar.start()
         task = bar.add_task("training", total=plan.total_steps, completed=step, status="")
-    micro_batches = iter(_loader(batches, micro, plan.total_steps * cfg.grad_accum, cfg))
+    micro_batches = iter(_loader(ImageKeyed(batches, feature_cache.read) if feature_cache else batches, micro,
+                                 plan.total_steps * cfg.grad_accum, cfg))
     try:
         while step < plan.total_steps:
             # one optimizer step: its micro-batches first, so the loss can be normalised by the
@@ -263,8 +291,10 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
                 dist.all_reduce(tokens)
             for ids, batch in step_batches:
                 labels = batch.pop("labels")
-                loss_sum = micro_batch_loss_sum(engine, _to_device(batch, device(), dtype), labels,
-                                                answer_only=cfg.answer_only_logits)
+                keys, stored = batch.pop(IMAGE_KEYS, None), batch.pop(STORED_FEATURES, None)
+                with feature_cache.serving(keys, stored) if feature_cache else nullcontext():
+                    loss_sum = micro_batch_loss_sum(engine, _to_device(batch, device(), dtype), labels,
+                                                    answer_only=cfg.answer_only_logits)
                 engine.backward(scaled_for_deepspeed(loss_sum, int(tokens.item()), cfg.grad_accum, world))
                 engine.step()
                 micro += 1
@@ -285,6 +315,8 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
                        "peak_memory_mb": round(peak_memory_mb(), 1),
                        # seconds the steps since the last row waited for their batches (the GPU idles then)
                        "data_wait_s": round(window["data_wait"], 4), "elapsed_s": round(elapsed, 4)}
+                if feature_cache:  # images served from / stored into the cache, all processes
+                    row["feature_cache_hits"], row["feature_cache_misses"] = _summed(feature_cache.take_counts(), world)
                 log.train_row(row)
                 if bar:
                     bar.update(task, completed=step, status=f"loss {row['loss']:.4f} lr {row['lr']:.2e}")
@@ -292,9 +324,8 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
             elif bar:
                 bar.update(task, completed=step)
             if cfg.eval_every and (step % cfg.eval_every == 0 or step == plan.total_steps):
-                value = evaluate(engine.module, processor, recipe, data_dir, plan.val_samples, plan.metric,
-                                 rank, world, stage)
-                if log.eval_row(step, plan.metric, value):
+                evaluation = evaluate(engine.module, processor, recipe, plan.evals, rank, world, stage)
+                if log.eval_row(step, evaluation):
                     save_trained(engine.module, run_dir, stage, rank, name=run_dir_layout.BEST_DIR)
             if (cfg.save_every and step % cfg.save_every == 0) or step == plan.total_steps:
                 checkpoints.save_checkpoint(engine, run_dir, step, {"step": step, "micro": micro}, rank,
@@ -310,6 +341,12 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
         if bar:
             bar.stop()
         log.close()
+        if feature_cache:
+            feature_cache.close()  # the model's own vision path again (evaluation after training, export)
+    if feature_cache:
+        hits, misses = _summed((feature_cache.total_hits, feature_cache.total_misses), world)
+        if is_main:
+            write_summary(feature_cache, run_dir, hits, misses)
     saved = save_trained(engine.module, run_dir, stage, rank)
     if is_main:
         write_json(run_dir / run_dir_layout.LAST_JSON, {"step": step, "checkpoint": checkpoints.latest_tag(run_dir),

@@ -28,9 +28,16 @@ def start_or_resume(recipe_path: str | None, overrides: list[str], data: Path | 
             raise UserError(f"{recipe_path!r} looks like an override; the recipe file comes first")
         recipe = load_recipe(recipe_path, overrides)
         if data is not None:
+            if recipe.data.mix is not None:
+                raise UserError(f"--data {data} and the recipe's data.mix both name the training data: a run trains "
+                                "on one DATA_DIR or on the mixture in data.mix, not both",
+                                hint="drop --data, or pass data.mix=null to train on --data alone")
             recipe.data.dir = str(data)
         if recipe.data.dir is not None:
             recipe.data.dir = str(Path(recipe.data.dir).resolve())
+        # RUN_DIR/recipe.yaml holds absolute DATA_DIRs: a resumed run reads the same data from anywhere
+        for source in recipe.data.mix or []:
+            source.dir = str(Path(source.dir).resolve())
         run_dir = out or Path("runs") / Path(recipe_path).stem
         # only the first process checks: the others would find the recipe.yaml it just wrote
         if os.environ.get("RANK", "0") == "0" and holds_a_run(run_dir):

@@ -26,6 +26,17 @@ def test_a_bad_key_in_the_file_is_the_files_fault(tmp_path):
     assert str(err.value).startswith(f"{path}: unknown recipe key 'train.lrr' (did you mean 'train.lr'?)")
 
 
+@pytest.mark.parametrize("overrides, message", [
+    (["train.scheduler=epoch_cosine"], "override: train.scheduler=epoch_cosine needs train.epoch_steps"),
+    (["method.quantize=4bit", "method.name=ia3"], "override: method.quantize=4bit (QLoRA) needs method.name lora"),
+])
+def test_a_sections_own_check_reads_as_one_sentence(overrides, message):
+    with pytest.raises(UserError) as err:
+        load_recipe("tiny-demo", overrides)
+    assert str(err.value).startswith(message)
+    assert "Value error" not in str(err.value) and "{" not in str(err.value)
+
+
 def test_an_unknown_recipe_name_lists_the_built_in_ones():
     with pytest.raises(UserError) as err:
         load_recipe("tiny-dem")

@@ -32,7 +32,11 @@ def test_recipe_validates_with_paper_settings(path):
     assert c.merge_tokens == 4 and c.image_size == 448 and c.vision_name_or_path and c.llm_name_or_path
     assert (r.method.name, r.method.r, r.method.alpha, r.method.dropout) == ("lora", 64, 16, 0.05)
     assert r.method.target_modules == ["q_proj", "v_proj"] and r.method.train_projector
-    assert r.train.betas == (0.9, 0.999) and r.train.weight_decay == 0.05 and r.train.scheduler == "cosine"
+    assert r.train.betas == (0.9, 0.999) and r.train.weight_decay == 0.05
+    # run.lr_sched linear_warmup_cosine_lr is the per-epoch staircase (pefomed.train.schedule)
+    assert r.train.scheduler == "epoch_cosine" and r.train.epoch_steps
+    # vis_processor.train blip2_image_train; evaluation on the deterministic resize (the paper's intent)
+    assert (r.data.train_transform, r.data.eval_transform) == ("random_resized_crop", "deterministic")
     assert r.data.max_length == 1024
     iu = path.stem == "stage2-iu-xray"
     assert (r.train.lr, r.train.warmup_start_lr, r.train.min_lr) == ((3e-5, 1e-6, 1e-5) if iu else (1e-5, 1e-6, 1e-6))  # iuxray_finetune_stage2.yaml: warmup_lr 1e-6
