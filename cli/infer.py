@@ -22,6 +22,10 @@ Examples:
 
   pefomed infer runs/demo --images my_xrays/ --questions questions.csv --out pred.jsonl   (columns image,question[,id,reference])
 
+  pefomed infer runs/demo --images ct_folders/ --series-frames 3 --question "Is there a mass?" --out pred.jsonl   (each DICOM series: 3 slices)
+
+  pefomed infer runs/demo --data prepared/vqa-rad --batch-size auto --workers 4 --out pred.jsonl
+
   torchrun --nproc_per_node 4 -m pefomed.cli.app infer runs/demo --data prepared/vqa-rad --out pred.jsonl   (data-parallel)
 """
 
@@ -40,7 +44,11 @@ def register(app: typer.Typer) -> None:
         questions: Optional[Path] = typer.Option(None, "--questions", help="A CSV (with a header) or JSONL file of "
                                                  "questions: image (relative to --images), question, optional id "
                                                  "(default IMAGE#N) and reference; many questions per image."),
-        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Default: the source's infer.batch_size."),
+        batch_size: Optional[str] = typer.Option(None, "--batch-size", help="A number, or auto (CUDA: the largest "
+                                                 "that fits, halving from 256 on out-of-memory; CPU: the source's); "
+                                                 "default: the source's infer.batch_size."),
+        workers: int = typer.Option(0, "--workers", help="Processes decoding images and encoding prompts ahead of "
+                                    "the model (0: in the main process); the answers are the same."),
         max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Default: the source's infer.max_new_tokens."),
         template: Optional[str] = typer.Option(None, "--template", help="VQA instruction template with {question} "
                                                "(or pool:NAME); default: the source recipe's data.vqa_template."),
@@ -67,6 +75,14 @@ def register(app: typer.Typer) -> None:
         repetition_penalty: Optional[float] = typer.Option(None, "--repetition-penalty", help="Above 1 discourages "
                                                            "repeated tokens."),
         seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed (batch by batch)."),
+        num_beams: Optional[int] = typer.Option(None, "--num-beams", help="Beam search width; default: the "
+                                                "source's infer.num_beams (1: greedy or sampling)."),
+        num_return_sequences: Optional[int] = typer.Option(None, "--num-return-sequences", help="Answers per "
+                                                           "question (the best beams, or samples), all kept in "
+                                                           "`predictions`; `prediction` is the first."),
+        series_frames: int = typer.Option(1, "--series-frames", help="--images: slices shown of each DICOM series "
+                                          "(a folder's slices of one SeriesInstanceUID), evenly spaced in order; "
+                                          "1: the middle slice."),
         stop: Optional[List[str]] = typer.Option(None, "--stop", help="Stop at this string (repeatable); it is cut "
                                                  "from the answer."),
         trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow Python code shipped with the "
@@ -81,7 +97,9 @@ def register(app: typer.Typer) -> None:
         options = InferOptions(batch_size=batch_size, max_new_tokens=max_new_tokens,
                                trust_remote_code=trust_remote_code, report_prompt=report_prompt,
                                prompting=prompting, skip_bad=skip_bad, limit=limit, limit_seed=limit_seed, temperature=temperature,
-                               top_p=top_p, repetition_penalty=repetition_penalty, seed=seed, stop=stop or None)
+                               top_p=top_p, repetition_penalty=repetition_penalty, seed=seed, stop=stop or None,
+                               num_beams=num_beams, num_return_sequences=num_return_sequences, num_workers=workers,
+                               series_frames=series_frames)
         written = run_infer(source, out, data=data, split=split, images=images, question=question, options=options,
                             questions=questions)
         if process_shard()[0] == 0:  # under a launcher, rank 0 writes the merged file

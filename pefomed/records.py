@@ -87,7 +87,9 @@ class Sample:
 class Prediction:
     """One row of PRED.jsonl, written by infer and read back by score (one schema for both).
     `reference`, `answer_type`, `task`, `meta` are set when known; `references` holds extra
-    references when a file carries several; `line` is where score read the row (never written)."""
+    references when a file carries several; `predictions` holds every returned answer, best
+    first (infer.num_return_sequences above 1; `prediction` is its first, the one scored);
+    `line` is where score read the row (never written)."""
 
     id: str
     prediction: str
@@ -98,6 +100,7 @@ class Prediction:
     task: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     references: list[str] | None = None
+    predictions: list[str] | None = None
     line: int = field(default=0, compare=False)
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,5 +1,10 @@
 """The one image loader used by prepare and by `infer --images`: JPEG/PNG through Pillow,
 DICOM through pydicom. Every image comes out as an 8-bit RGB PIL image.
+
+DICOM series (`dicom_series`, SERIES_RULE): single-frame slices of one volume, grouped by folder
+and SeriesInstanceUID from their headers and ordered along the slice normal, so that `infer
+--images` can answer a CT or MR series as one sample shown as its middle slice (or N evenly
+spaced ones, `series_frames`).
 """
 
 from __future__ import annotations
@@ -7,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +84,9 @@ def load_dicom(path: Path | str, frame: int | None = None, data: bytes | None = 
     from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
     try:
-        ds = pydicom.dcmread(io.BytesIO(data) if data is not None else path)
+        with warnings.catch_warnings():  # pydicom warns about damaged headers: the error below says it once
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(io.BytesIO(data) if data is not None else path)
         has_pixels = "PixelData" in ds or "FloatPixelData" in ds or "DoubleFloatPixelData" in ds
     except Exception as err:  # pydicom raises several types for damaged files
         raise UserError(f"{path}: unreadable DICOM ({str(err)[:200]})") from None
@@ -200,3 +208,98 @@ def list_image_files(folder: str | Path) -> list[Path]:
     if not files:
         raise UserError(f"{folder}: no images (.jpg, .jpeg, .png, .dcm) found")
     return files
+
+
+# --- DICOM series: a folder of single-frame slices of one volume answered as one sample --------------
+
+SERIES_RULE = ("single-frame DICOM files in the same folder with the same SeriesInstanceUID and an "
+               "ImagePositionPatient (CT, MR, PET slices; projection radiographs carry none) form one series "
+               "when there are at least 2 of them; its slices are ordered by their position along the slice normal "
+               "(ImageOrientationPatient of the first file by name; z without it), then InstanceNumber, then file "
+               "name; N frames of a series of n slices are slices floor((2i+1)n/2N), i = 0..N-1 (N = 1: the "
+               "middle slice n//2); each series of a folder is its own sample")
+
+
+@dataclass(frozen=True)
+class SliceHeader:
+    """What ordering a slice in its series needs, read without its pixels."""
+
+    path: Path
+    series_uid: str | None
+    position: tuple[float, float, float] | None
+    orientation: tuple[float, ...] | None
+    instance_number: int | None
+    frames: int
+
+
+def _floats(value, count: int) -> tuple[float, ...] | None:
+    try:
+        numbers = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    return numbers if len(numbers) == count and all(np.isfinite(numbers)) else None
+
+
+def read_slice_header(path: Path) -> SliceHeader | None:
+    """The series fields of a DICOM file's header, or None when the header does not parse (the
+    file is then answered on its own, and its loader names the problem)."""
+    import pydicom
+
+    try:
+        with warnings.catch_warnings():  # a damaged header is named by load_dicom, once
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        uid = str(ds.get("SeriesInstanceUID", "") or "").strip() or None
+        position = _floats(ds.get("ImagePositionPatient"), 3)
+        orientation = _floats(ds.get("ImageOrientationPatient"), 6)
+        try:
+            instance = int(ds.get("InstanceNumber")) if ds.get("InstanceNumber") not in (None, "") else None
+        except (TypeError, ValueError):
+            instance = None
+        try:
+            frames = int(ds.get("NumberOfFrames", 1) or 1)
+        except (TypeError, ValueError):
+            frames = 1
+    except Exception:  # noqa: BLE001 - pydicom raises many types for damaged headers
+        return None
+    return SliceHeader(Path(path), uid, position, orientation, instance, frames)
+
+
+def _order_slices(slices: list[SliceHeader]) -> list[SliceHeader]:
+    by_name = sorted(slices, key=lambda s: s.path.name)
+    first = by_name[0].orientation
+    normal = np.cross(first[:3], first[3:]) if first is not None else np.array([0.0, 0.0, 1.0])
+    if not np.any(normal):  # a degenerate orientation (parallel row and column): fall back to z
+        normal = np.array([0.0, 0.0, 1.0])
+
+    def key(s: SliceHeader):
+        return (float(np.dot(s.position, normal)), s.instance_number if s.instance_number is not None else 0,
+                s.path.name)
+
+    return sorted(by_name, key=key)
+
+
+def dicom_series(paths: list[Path]) -> tuple[list[tuple[str, list[Path]]], list[Path]]:
+    """(series, the other paths) among `paths` (SERIES_RULE): each series as (SeriesInstanceUID,
+    its slices in order), sorted by folder then UID; the others keep their order."""
+    groups: dict[tuple[Path, str], list[SliceHeader]] = {}
+    for path in paths:
+        if not is_dicom(path):
+            continue
+        header = read_slice_header(path)
+        if header is None or header.series_uid is None or header.position is None or header.frames != 1:
+            continue
+        groups.setdefault((path.parent, header.series_uid), []).append(header)
+    series = [(uid, [s.path for s in _order_slices(slices)])
+              for (folder, uid), slices in sorted(groups.items(), key=lambda kv: (str(kv[0][0]), kv[0][1]))
+              if len(slices) >= 2]
+    grouped = {p for _, slices in series for p in slices}
+    return series, [p for p in paths if p not in grouped]
+
+
+def series_frames(n_slices: int, frames: int) -> list[int]:
+    """The indices of `frames` evenly spaced slices of `n_slices` (the centres of `frames` equal
+    parts, in order): [n // 2] for one frame, every slice for frames == n_slices."""
+    if not 1 <= frames <= n_slices:
+        raise ValueError(f"frames must be 1 to {n_slices}, got {frames}")
+    return [(2 * i + 1) * n_slices // (2 * frames) for i in range(frames)]

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pefomed.data.collate import PromptTooLong
+from pefomed.data.mixture import sample_key
 from pefomed.errors import UserError
 from pefomed.io import atomic_write
 
@@ -73,13 +74,14 @@ class _Measure:
             try:
                 enc = self.collator.encode_prompt(sample)
             except PromptTooLong as err:
-                out.append((sample.id, err.args[0]))
+                name = sample_key(sample)  # source:id in a mixture, where ids of two DATA_DIRs may be equal
+                out.append((name, err.args[0].replace(f"sample {sample.id}:", f"sample {name}:", 1)))
                 continue
             ids = enc["input_ids"]
             images = int((ids == self.image_id).sum()) if self.image_id is not None else None
             # the answer exactly as the collator appends it (separator and end token), uncut
             whole = self.collator.append_answer(enc, sample.answer, truncate=False)["input_ids"]
-            out.append(Lengths(sample.id, len(ids), images, len(whole) - len(ids)))
+            out.append(Lengths(sample_key(sample), len(ids), images, len(whole) - len(ids)))
         return out
 
 

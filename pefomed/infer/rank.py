@@ -78,13 +78,20 @@ class Ranker:
         self.device, self.dtype = model_device_dtype(model)
         self.keep_logits = _accepts_logits_to_keep(model)
 
-    def scores(self, samples: Sequence[Sample], candidates: Sequence[Sequence[str]],
-               shots: Sequence[Sequence[Sample]] | None = None) -> list[list[float]]:
-        """For each sample, the summed log-probability of each of its candidates (+ end token)."""
+    def encode_prompts(self, samples: Sequence[Sample],
+                       shots: Sequence[Sequence[Sample]] | None = None) -> list[dict]:
+        """Each sample's prompt encoding (images decoded): what DataLoader workers can prepare."""
         shots = shots if shots is not None else [()] * len(samples)
+        return [self.collator.encode_prompt(sample, chosen) for sample, chosen in zip(samples, shots)]
+
+    def scores(self, samples: Sequence[Sample], candidates: Sequence[Sequence[str]],
+               shots: Sequence[Sequence[Sample]] | None = None, prompts: Sequence[dict] | None = None
+               ) -> list[list[float]]:
+        """For each sample, the summed log-probability of each of its candidates (+ end token).
+        `prompts`: the samples' `encode_prompts`, when already made (else encoded here)."""
+        prompts = prompts if prompts is not None else self.encode_prompts(samples, shots)
         rows, owners = [], []
-        for i, (sample, options, chosen) in enumerate(zip(samples, candidates, shots)):
-            prompt = self.collator.encode_prompt(sample, chosen)  # images processed once per sample
+        for i, (prompt, options) in enumerate(zip(prompts, candidates)):  # images processed once per sample
             for text in options:
                 rows.append(self.collator.append_answer(prompt, text, truncate=False))
                 owners.append(i)
@@ -96,13 +103,19 @@ class Ranker:
             out[owner].append(value)
         return out
 
+    def ranked(self, samples: Sequence[Sample], candidates: Sequence[Sequence[str]],
+               shots: Sequence[Sequence[Sample]] | None = None, prompts: Sequence[dict] | None = None
+               ) -> list[list[str]]:
+        """Each sample's candidates, best first (the earlier of equals first on a tie)."""
+        out = []
+        for options, values in zip(candidates, self.scores(samples, candidates, shots, prompts)):
+            out.append([options[j] for j in sorted(range(len(values)), key=lambda j: (-values[j], j))])
+        return out
+
     def __call__(self, samples: Sequence[Sample], candidates: Sequence[Sequence[str]],
                  shots: Sequence[Sequence[Sample]] | None = None) -> list[str]:
         """The best candidate of each sample (the first of equals on a tie)."""
-        best = []
-        for options, values in zip(candidates, self.scores(samples, candidates, shots)):
-            best.append(options[max(range(len(values)), key=lambda j: (values[j], -j))])
-        return best
+        return [order[0] for order in self.ranked(samples, candidates, shots)]
 
     def _score_rows(self, rows: list[dict]) -> list[float]:
         import torch

@@ -12,6 +12,10 @@ order into PRED.jsonl.part-r-of-N (through its own resumable .partial), and rank
 parts into PRED.jsonl in input order once every part is complete. The processes exchange nothing
 but these files and one gloo barrier at the start (no GPU collective), so CPU and GPU runs alike
 need only the launcher's rendezvous address.
+
+Throughput: `--workers N` builds the batches (images decoded, prompts encoded and padded) in N
+DataLoader worker processes ahead of the model (pefomed.infer.batches; the same file either way);
+`--batch-size auto` finds the largest batch that fits on CUDA (pefomed.infer.batch_size).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ class InferOptions:
     """Everything `pefomed infer` takes besides what to answer; each None keeps the source's own
     setting (a RUN_DIR's recipe, or the defaults for a model never trained here)."""
 
-    batch_size: Optional[int] = None  # default: the source recipe's infer.batch_size
+    batch_size: Optional[int | str] = None  # default: the source recipe's infer.batch_size; "auto" (batch_size.py)
     max_new_tokens: Optional[int] = None  # default: the source recipe's infer.max_new_tokens
     trust_remote_code: bool = False
     report_prompt: Optional[str] = None  # replaces data.report_prompt
@@ -52,15 +56,27 @@ class InferOptions:
     repetition_penalty: Optional[float] = None
     seed: Optional[int] = None
     stop: Optional[list[str]] = None
+    num_beams: Optional[int] = None
+    num_return_sequences: Optional[int] = None  # answers per question, all kept (infer.num_return_sequences)
+    num_workers: int = 0  # processes decoding images and encoding prompts ahead of the model
+    series_frames: int = 1  # --images: slices shown of each DICOM series (data.images.SERIES_RULE)
 
     def check(self) -> None:
-        for flag, value in (("--batch-size", self.batch_size), ("--max-new-tokens", self.max_new_tokens),
-                            ("--limit", self.limit)):
+        from pefomed.infer.batch_size import parse_batch_size
+
+        self.batch_size = parse_batch_size(self.batch_size)
+        for flag, value in (("--batch-size", None if self.batch_size == "auto" else self.batch_size),
+                            ("--max-new-tokens", self.max_new_tokens), ("--limit", self.limit),
+                            ("--num-beams", self.num_beams), ("--num-return-sequences", self.num_return_sequences),
+                            ("--series-frames", self.series_frames)):
             if value is not None and value < 1:
                 raise UserError(f"{flag} must be at least 1, got {value}")
+        if self.num_workers < 0:
+            raise UserError(f"--workers must be 0 (decode in this process) or more, got {self.num_workers}")
 
     def apply(self, recipe: Recipe) -> None:
-        for key in ("temperature", "top_p", "repetition_penalty", "seed", "stop"):
+        for key in ("temperature", "top_p", "repetition_penalty", "seed", "stop", "num_beams",
+                    "num_return_sequences"):
             value = getattr(self, key)
             if value is not None:
                 try:
@@ -111,23 +127,42 @@ def skipped_path(out: Path) -> Path:
 
 
 def prediction_settings(source: ModelSource, recipe: Recipe, inputs: dict, prompt: dict, batch_size: int,
-                        max_new_tokens: int, processes: int = 1) -> dict[str, Any]:
-    return {
+                        max_new_tokens: int, processes: int = 1, workers: int = 0,
+                        batch_size_auto: dict | None = None, processor=None) -> dict[str, Any]:
+    from pefomed.data.transforms import describe as describe_images
+
+    settings = {
         "model": source.describe(),
         "base_model": recipe.model.name_or_path if recipe.model.kind == "hf" else recipe.model.kind,
         "inputs": inputs,
         "prompt": prompt,
+        "image_transform": describe_images(recipe.data, processor),  # data.eval_transform
         "generation": {"max_new_tokens": max_new_tokens, "num_beams": recipe.infer.num_beams,
                        "do_sample": recipe.infer.temperature > 0, "temperature": recipe.infer.temperature,
                        "top_p": recipe.infer.top_p, "repetition_penalty": recipe.infer.repetition_penalty,
-                       "seed": recipe.infer.seed, "stop": list(recipe.infer.stop), "batch_size": batch_size,
-                       "processes": processes},
+                       "seed": recipe.infer.seed, "stop": list(recipe.infer.stop),
+                       "num_return_sequences": recipe.infer.num_return_sequences, "batch_size": batch_size,
+                       "processes": processes, "workers": workers},
     }
+    if batch_size_auto is not None:  # --batch-size auto: how the size was chosen
+        settings["generation"]["batch_size_auto"] = batch_size_auto
+    return settings
 
 
 def _what_defines_the_answers(settings: dict) -> dict:
     """The settings a resumed run must share with the interrupted one (batch size may change)."""
     kept = json.loads(json.dumps(settings))
+    # decoding workers and how a batch size was found change no answer; settings written before
+    # these keys existed meant one answer per question and one slice per DICOM file
+    for key in ("workers", "batch_size_auto"):
+        kept["generation"].pop(key, None)
+    kept["generation"].setdefault("num_return_sequences", 1)
+    if "image_transform" not in kept:  # written before data.eval_transform existed: the deterministic one
+        from pefomed.data.transforms import describe as describe_images
+
+        kept["image_transform"] = describe_images(None)
+    if "images" in kept["inputs"]:
+        kept["inputs"].setdefault("series_frames", 1)
     if not kept["generation"].get("do_sample"):  # greedy answers depend on neither batch size nor sharding
         kept["generation"].pop("batch_size", None)
         kept["generation"].pop("processes", None)
@@ -362,6 +397,50 @@ def _check_report_request(source: ModelSource, recipe: Recipe, options: InferOpt
                   highlight=False, markup=False)
 
 
+def _check_several_images(processor, frames: int) -> None:
+    """--series-frames N > 1 puts N images in one prompt: only families that place each at its own
+    placeholder take that (the few-shot families, pefomed.data.collate.FEW_SHOT_FAMILIES)."""
+    from pefomed.data.collate import FEW_SHOT_FAMILIES
+
+    if not any(cls.__name__ in FEW_SHOT_FAMILIES for cls in type(processor).__mro__):
+        raise UserError(f"--series-frames {frames}: {type(processor).__name__} cannot place several images in one "
+                        f"prompt (families that can: {', '.join(FEW_SHOT_FAMILIES)})",
+                        hint="use --series-frames 1 (the middle slice) with this model")
+
+
+def _interrupted_settings(out: Path) -> dict | None:
+    """The settings record of an interrupted run to `out` (one whose answers are still there)."""
+    record = _settings_record(out)
+    if not record.exists() or not (out.with_name(out.name + ".partial").exists() or _leftover_parts(out)):
+        return None
+    try:
+        previous = json.loads(record.read_text(encoding="utf-8"))
+        return previous["generation"] if isinstance(previous.get("generation"), dict) else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _batch_size(options: InferOptions, recipe: Recipe, bundle, mine: list, root: Path, max_new_tokens: int,
+                out: Path) -> tuple[int, dict | None]:
+    """(batch size, how --batch-size auto chose it, or None): a number given, the recipe's, or
+    the largest that fits on this process's GPU for its own samples (pefomed.infer.batch_size)."""
+    if options.batch_size != "auto":
+        return options.batch_size or recipe.infer.batch_size, None
+    if not mine:  # a process of a data-parallel run with more processes than samples
+        return recipe.infer.batch_size, {"device": "none", "rule": "no samples to probe", "tried": []}
+    from pefomed.infer.batch_size import auto_batch_size
+    from pefomed.infer.generate import by_prompt_length, resolve_prompting, make_generator
+
+    prompting, data, exemplars = resolve_prompting(mine, root, recipe, bundle, options.prompting)
+    generate = make_generator(recipe, bundle, data, root, max_new_tokens, prompting)
+    size, record = auto_batch_size(generate, by_prompt_length(mine, data, exemplars), exemplars,
+                                   recipe.infer.batch_size, _interrupted_settings(out))
+    console.print(f"--batch-size auto: {size} ({record['device']}"
+                  + (f"; tried {', '.join(str(t['batch_size']) for t in record['tried'])})" if record["tried"]
+                     else ": the source recipe's infer.batch_size, nothing to probe)"), highlight=False, markup=False)
+    return size, record
+
+
 def infer(source_text: str, out: str | Path, data: str | Path | None = None, split: str = "test",
           images: str | Path | None = None, question: str | None = None,
           options: InferOptions | None = None, questions: str | Path | None = None) -> Path:
@@ -382,6 +461,9 @@ def infer(source_text: str, out: str | Path, data: str | Path | None = None, spl
         raise UserError("--questions goes with --images FOLDER (its image paths are relative to that folder)")
     if questions is not None and question is not None:
         raise UserError("give one of --question (every image) or --questions FILE (a question per row)")
+    if options.series_frames != 1 and (images is None or questions is not None):
+        raise UserError("--series-frames goes with --images FOLDER (its DICOM series), without --questions "
+                        "(whose rows name single image files)")
     rank, world = process_shard()
     source = resolve_source(str(source_text))  # cheap: a wrong path fails before the data is read
     _check_layout(out, world)
@@ -389,27 +471,34 @@ def infer(source_text: str, out: str | Path, data: str | Path | None = None, spl
     if questions is not None:
         samples, root, with_references = questions_samples(questions, images)
     else:
-        samples, root = split_samples(data, split) if data is not None else folder_samples(images, question)
+        samples, root = (split_samples(data, split) if data is not None
+                         else folder_samples(images, question, options.series_frames))
     skipped: list[dict] = []
     if options.skip_bad:
         if images is None:
             raise UserError("--skip-bad goes with --images (a DATA_DIR's images were checked by prepare)")
-        samples, skipped = drop_unreadable(samples, root)
+        samples, skipped = drop_unreadable(samples, root, options.num_workers)
         for entry in skipped if rank == 0 else []:
             console.print(f"skipped {entry['id']}: {entry['reason']}", highlight=False, markup=False)
     if not samples:
-        raise UserError(f"{data or images}: nothing to answer" + (f" in split {split!r}" if data is not None else ""))
+        raise UserError(f"{data or images}: nothing to answer" + (f" in split {split!r}" if data is not None else "")
+                        + (f" (--skip-bad skipped all {len(skipped)} images)" if skipped else ""))
     if options.limit is not None:
         samples = subsample(samples, options.limit, options.limit_seed)
     _use_local_device(world)
     recipe, bundle = load_source(source, trust_remote_code=options.trust_remote_code)
     options.apply(recipe)
+    from pefomed.models.generation import check_return_sequences
+
+    check_return_sequences(recipe.infer.num_return_sequences, recipe.infer.num_beams, recipe.infer.temperature > 0)
+    if options.series_frames > 1:
+        _check_several_images(bundle.processor, options.series_frames)
     if images is not None and question is None and questions is None and rank == 0:
         _check_report_request(source, recipe, options)
-    batch_size = options.batch_size or recipe.infer.batch_size
     max_new_tokens = options.max_new_tokens or recipe.infer.max_new_tokens
     inputs = ({"data": str(Path(data).resolve()), "split": split} if data is not None
-              else {"images": str(Path(images).resolve()), "question": question})
+              else {"images": str(Path(images).resolve()), "question": question,
+                    "series_frames": options.series_frames})
     if questions is not None:
         from pefomed.io import sha256_file
 
@@ -420,9 +509,11 @@ def infer(source_text: str, out: str | Path, data: str | Path | None = None, spl
         inputs.update(skip_bad=True, skipped=len(skipped))
     prompt = prompt_settings(samples, root, recipe, bundle.processor, options.prompting,
                              max_new_tokens=max_new_tokens)
-    settings = prediction_settings(source, recipe, inputs, prompt, batch_size, max_new_tokens, processes=world)
+    batch_size, auto = _batch_size(options, recipe, bundle, samples[rank::world], root, max_new_tokens, out)
+    settings = prediction_settings(source, recipe, inputs, prompt, batch_size, max_new_tokens, processes=world,
+                                   workers=options.num_workers, batch_size_auto=auto, processor=bundle.processor)
     run = dict(batch_size=batch_size, max_new_tokens=max_new_tokens, with_references=with_references,
-               prompting=options.prompting)
+               prompting=options.prompting, num_workers=options.num_workers)
     if world == 1:
         _claim_partial(out, settings, samples)
         predict(samples, root, recipe, bundle, out, **run)

@@ -31,10 +31,15 @@ def _walk(folder: Path) -> tuple[list[Path], list[Path]]:
     return sorted(images, key=key), sorted(others, key=key)
 
 
-def folder_samples(source: str | Path, question: str | None) -> tuple[list[Sample], Path]:
-    """One sample per image file; ids are paths relative to the folder, so two `image1.png` in
-    different studies never collide. Without a question each is a report-generation request.
-    `source` may also be one image file."""
+def folder_samples(source: str | Path, question: str | None, series_frames: int = 1) -> tuple[list[Sample], Path]:
+    """One sample per image file, or per DICOM series (pefomed.data.images.SERIES_RULE: the
+    folder's single-frame slices of one SeriesInstanceUID, shown as `series_frames` evenly spaced
+    slices, 1: the middle one). Ids are paths relative to the folder, so two `image1.png` in
+    different studies never collide; a series' id is its folder's path and its SeriesInstanceUID
+    (`study1/ct/1.2.840...`). Samples come in id order. Without a question each is a
+    report-generation request. `source` may also be one image file (never a series)."""
+    from pefomed.data.images import dicom_series, series_frames as frames_of
+
     source = Path(source)
     if source.is_file():
         root, images, others = source.parent, [source], []
@@ -50,28 +55,46 @@ def folder_samples(source: str | Path, question: str | None) -> tuple[list[Sampl
         shown = ", ".join(p.relative_to(root).as_posix() for p in others[:3])
         console.print(f"--images: {len(images)} images; {len(others)} other files ignored (e.g. {shown})",
                       highlight=False, markup=False)
+    series, singles = dicom_series(images) if source.is_dir() else ([], images)
+    task = "vqa" if question else "report"
     samples = []
-    for path in images:
+    for path in singles:
         rel = path.relative_to(root).as_posix()
-        samples.append(Sample(id=rel, task="vqa" if question else "report", images=[rel], answer="",
-                              question=question))
+        samples.append(Sample(id=rel, task=task, images=[rel], answer="", question=question))
+    for uid, slices in series:
+        folder = slices[0].parent.relative_to(root).as_posix()
+        sample_id = uid if folder == "." else f"{folder}/{uid}"
+        if len(slices) < series_frames:
+            raise UserError(f"--series-frames {series_frames}: series {sample_id} has only {len(slices)} slices",
+                            hint=f"use --series-frames {len(slices)} or fewer")
+        chosen = [slices[i].relative_to(root).as_posix() for i in frames_of(len(slices), series_frames)]
+        samples.append(Sample(id=sample_id, task=task, images=chosen, answer="", question=question))
+    samples.sort(key=lambda s: s.id)
+    ids = [s.id for s in samples]
+    for a, b in zip(ids, ids[1:]):
+        if a == b:  # a file named exactly as a series' UID beside it
+            raise UserError(f"--images {source}: two samples would have the id {a!r} (a file named like the "
+                            f"SeriesInstanceUID of the slices beside it); rename the file")
+    if series:
+        console.print(f"--images: {len(series)} DICOM series ({sum(len(sl) for _, sl in series)} slices), each "
+                      f"answered as one sample of {series_frames} slice(s)", highlight=False, markup=False)
+    elif series_frames > 1:
+        console.print(f"--series-frames {series_frames}: no DICOM series found (single-frame slices sharing a "
+                      f"SeriesInstanceUID and a folder); every image is answered alone", highlight=False, markup=False)
     return samples, root
 
 
-def drop_unreadable(samples: list[Sample], root: Path) -> tuple[list[Sample], list[dict]]:
-    """--skip-bad: the samples whose every image opens (decoded once here, within the pixel
-    limit), and for each other one its id and why it was skipped."""
-    from pefomed.data.images import load_image
+def drop_unreadable(samples: list[Sample], root: Path, num_workers: int = 0) -> tuple[list[Sample], list[dict]]:
+    """--skip-bad: the samples whose every image opens (decoded once here, or in `num_workers`
+    worker processes, within the pixel limit), and for each other one its id and why it was skipped."""
+    from pefomed.infer.batches import image_failures
 
     kept, skipped = [], []
-    for sample in samples:
-        try:
-            for rel in sample.images:
-                load_image(root / rel)
-        except UserError as err:
-            skipped.append({"id": sample.id, "reason": str(err)})
-            continue
-        kept.append(sample)
+    for sample, reason in zip(samples, image_failures(samples, root, num_workers)):
+        if reason is not None:
+            skipped.append({"id": sample.id, "reason": reason})
+        else:
+            kept.append(sample)
     return kept, skipped
 
 

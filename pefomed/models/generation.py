@@ -49,8 +49,12 @@ class Generator:
         tokenizer = processor.tokenizer
         config_eos = _as_list(getattr(model.generation_config, "eos_token_id", None))
         self.eos = [i for i in dict.fromkeys([tokenizer.eos_token_id, *config_eos]) if i is not None]
-        # an InferSection (temperature, top_p, repetition_penalty, seed, stop); None: greedy
+        # an InferSection (temperature, top_p, repetition_penalty, seed, stop, num_return_sequences);
+        # None: greedy, one answer
         self.sampling = sampling
+        self.num_return_sequences = getattr(sampling, "num_return_sequences", 1) if sampling is not None else 1
+        check_return_sequences(self.num_return_sequences, num_beams,
+                               sampling is not None and sampling.temperature > 0)
 
     def _options(self, samples: list[Sample]) -> dict:
         options = {"do_sample": False}
@@ -76,20 +80,52 @@ class Generator:
         cuts = [text.find(stop) for stop in self.sampling.stop if stop and stop in text]
         return text[:min(cuts)] if cuts else text
 
-    def __call__(self, samples: list[Sample], shots: Sequence[Sequence[Sample]] | None = None) -> list[str]:
-        """The answer to each sample; `shots[i]` are the solved examples put before samples[i]."""
+    def encode(self, samples: Sequence[Sample], shots: Sequence[Sequence[Sample]] | None = None) -> dict:
+        """The left-padded CPU batch of `samples` (images decoded, prompts encoded): the part of
+        generation that DataLoader workers can do ahead of the model (pefomed.infer.batches)."""
+        shots = shots if shots is not None else [()] * len(samples)
+        return self.collator([self.collator.encode(s, k) for s, k in zip(samples, shots)])
+
+    def generate_encoded(self, batch: dict, samples: Sequence[Sample],
+                         min_new_tokens: int | None = None) -> list[list[str]]:
+        """Every returned sequence of each sample of an `encode`d batch: num_return_sequences of
+        them, best first (beam search: by beam score; sampling: in the order drawn).
+        `min_new_tokens` forces that length (the batch-size probe measures the longest answers)."""
         import torch
 
-        shots = shots if shots is not None else [()] * len(samples)
-        batch = self.collator([self.collator.encode(s, k) for s, k in zip(samples, shots)])
         batch = to_device(batch, self.device, self.dtype)
+        extra = {"min_new_tokens": min_new_tokens} if min_new_tokens else {}
+        if self.num_return_sequences > 1:
+            extra["num_return_sequences"] = self.num_return_sequences
         with torch.inference_mode():
             generated = self.model.generate(**batch, max_new_tokens=self.max_new_tokens, num_beams=self.num_beams,
                                             use_cache=True, eos_token_id=self.eos, pad_token_id=self.collator.pad_id,
-                                            synced_gpus=self.synced, **self._options(samples))
+                                            synced_gpus=self.synced, **self._options(list(samples)), **extra)
         new_tokens = generated[:, batch["input_ids"].shape[1]:]
-        texts = self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-        return [self._cut_at_stop(t).strip() for t in texts]
+        texts = [self._cut_at_stop(t).strip()
+                 for t in self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+        n = self.num_return_sequences  # generate returns each sample's sequences one after the other
+        return [texts[i * n:(i + 1) * n] for i in range(len(samples))]
+
+    def __call__(self, samples: list[Sample], shots: Sequence[Sequence[Sample]] | None = None) -> list[str]:
+        """The answer to each sample (its first sequence); `shots[i]` are the solved examples put
+        before samples[i]."""
+        return [texts[0] for texts in self.generate_encoded(self.encode(samples, shots), samples)]
+
+
+def check_return_sequences(n: int, num_beams: int, sampling: bool) -> None:
+    """Several answers per question come from beam search (the n best of num_beams >= n beams) or
+    from sampling; greedy decoding has only one (transformers refuses it)."""
+    from pefomed.errors import UserError
+
+    if n < 1:
+        raise UserError(f"infer.num_return_sequences must be at least 1, got {n}")
+    if n > 1 and num_beams > 1 and n > num_beams:
+        raise UserError(f"infer.num_return_sequences={n} is more than infer.num_beams={num_beams}: beam search "
+                        f"returns at most its beams", hint=f"raise --num-beams to {n} or more")
+    if n > 1 and num_beams == 1 and not sampling:
+        raise UserError(f"infer.num_return_sequences={n} needs beam search or sampling (greedy decoding has one "
+                        f"answer)", hint=f"add --num-beams {n} (the {n} best beams) or --temperature 0.7 (samples)")
 
 
 def _as_list(value) -> list:

@@ -130,12 +130,13 @@ def _length_prepass(batches, recipe: Recipe, run_dir: Path, is_main: bool) -> No
     from pefomed.data.length_budget import cache_key, describe, length_budget
 
     key = cache_key([s.to_dict() for s in batches.samples], recipe.model.model_dump(mode="json"),
-                    recipe.data.model_dump(mode="json", exclude={"dir", "mix"}))
+                    recipe.data.model_dump(mode="json"))
 
     def measure() -> dict:
         return length_budget(batches.samples, batches.collator, recipe.data.max_length, recipe.train.num_workers,
                              run_dir / run_dir_layout.LENGTH_BUDGET_JSON, key,
-                             where=f"the training split ({recipe.data.train_split})")
+                             where=f"the training split ({recipe.data.train_split})" + (
+                                 f" of the {len(recipe.data.mix)} data.mix sources" if recipe.data.mix else ""))
 
     if is_main:
         try:

@@ -196,6 +196,11 @@ def test_cli_explicit_defaults_change_nothing_and_released_runs(demo_data, tmp_p
     assert main(["infer", str(tmp_path / "released.yaml"), "--out", str(tmp_path / "released.jsonl"), *common]) == 0
     assert (tmp_path / "default.jsonl").read_bytes() == (tmp_path / "explicit.jsonl").read_bytes()
     assert [r["id"] for r in rows(tmp_path / "released.jsonl")] == [r["id"] for r in rows(tmp_path / "default.jsonl")]
+    # PRED.settings.json says which transform made the answers
+    settings = {name: json.loads((tmp_path / f"{name}.settings.json").read_text())["image_transform"]
+                for name in ("default", "released")}
+    assert settings["default"]["eval_transform"] == "deterministic"
+    assert settings["released"]["eval_transform"] == "released" and "crop" in settings["released"]["detail"]
 
 
 def test_draws_do_not_depend_on_global_random_state():
