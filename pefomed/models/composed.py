@@ -28,7 +28,7 @@ from transformers.processing_utils import ProcessorMixin
 from transformers.tokenization_utils_base import AddedToken
 
 from pefomed.errors import UserError
-from pefomed.models.bundle import ModelBundle, attention_kwargs, torch_dtype
+from pefomed.models.bundle import ModelBundle, attention_kwargs, is_partitioned, torch_dtype
 from pefomed.models.kinds import ModelKind, register
 
 MODEL_TYPE = "pefomed_composed"
@@ -118,8 +118,31 @@ class ComposedForConditionalGeneration(PreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, value):
         self.language_model.set_output_embeddings(value)
 
+    # Set by pefomed.models.feature_cache while training from cached encoder outputs
+    # (train.feature_cache): a callable (pixel_values, encode) -> patch tokens. None: the encoder runs.
+    patch_token_source = None
+
+    def image_patch_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(images, 3, H, W) -> (images, patches, vision hidden): the encoder's selected layer with
+        its CLS/register tokens dropped, before the merge and the projector (nothing trainable yet),
+        so this is what the frozen-feature cache keeps per image."""
+        if self.patch_token_source is not None:
+            return self.patch_token_source(pixel_values, self._encode_patch_tokens)
+        return self._encode_patch_tokens(pixel_values)
+
     def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(images, 3, H, W) -> (images, patches / k, LLM hidden)."""
+        features = self.image_patch_tokens(pixel_values)
+        k = self.config.merge_tokens
+        b, n, d = features.shape
+        if n % k:
+            raise ValueError(f"{n} patch tokens are not a multiple of merge_tokens={k}")
+        # Row-major neighbours concatenated along channels, exactly MiniGPT-v2's view(bs, n/4, 4d).
+        merged = features.reshape(b, n // k, d * k)
+        proj_dtype = self.multi_modal_projector.weight.dtype
+        return self.multi_modal_projector(merged.to(proj_dtype))
+
+    def _encode_patch_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
         vision_config = self.config.vision_config
         height, width = pixel_values.shape[-2:]
         kwargs = {}
@@ -133,7 +156,6 @@ class ComposedForConditionalGeneration(PreTrainedModel, GenerationMixin):
         out = self.vision_tower(pixel_values=pixel_values.to(dtype), output_hidden_states=layer is not None,
                                 return_dict=True, **kwargs)
         features = out.last_hidden_state if layer is None else out.hidden_states[layer]
-        k = self.config.merge_tokens
         ph, pw = _as_pair(vision_config.patch_size)
         patches = (height // ph) * (width // pw)
         extra = features.shape[1] - patches
@@ -141,14 +163,9 @@ class ComposedForConditionalGeneration(PreTrainedModel, GenerationMixin):
             raise ValueError(f"the vision encoder returned {features.shape[1]} tokens for {patches} patches")
         # CLS (and register) tokens come before the patch grid in CLIP, EVA/BLIP-2 and DINOv2;
         # SigLIP has none. They carry no spatial position, so they are dropped as in MiniGPT-v2.
-        features = features[:, extra:]
-        b, n, d = features.shape
-        if n % k:
-            raise ValueError(f"{n} patch tokens are not a multiple of merge_tokens={k}")
-        # Row-major neighbours concatenated along channels, exactly MiniGPT-v2's view(bs, n/4, 4d).
-        merged = features.reshape(b, n // k, d * k)
-        proj_dtype = self.multi_modal_projector.weight.dtype
-        return self.multi_modal_projector(merged.to(proj_dtype))
+        # Contiguous, like a tensor read back from the feature cache: the projector's matmul then
+        # takes the same kernel path (and gives the same bits) whether the features were cached or not.
+        return features[:, extra:].contiguous()
 
     def forward(self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
                 pixel_values: torch.Tensor | None = None, labels: torch.LongTensor | None = None,
@@ -282,9 +299,14 @@ def _load_vision(path: str, dtype, attention: dict | None = None):
 
 
 def _load_prefixed_weights(model, path: str, dtype) -> None:
+    """The vision encoder's tensors of a full checkpoint ("vision_model.*" of BLIP-2), read one at a
+    time from the safetensors files (never the whole checkpoint: a BLIP-2 file also holds its LLM)
+    and cast to `dtype` one by one. Under ZeRO-3 (pefomed.models.loader.zero3_partitioned) each
+    module's parameters are gathered while they are written, then partitioned again."""
+    import contextlib
     import json
 
-    from safetensors.torch import load_file
+    from safetensors import safe_open
     from transformers.utils import cached_file
 
     index = cached_file(path, "model.safetensors.index.json", _raise_exceptions_for_missing_entries=False)
@@ -293,22 +315,48 @@ def _load_prefixed_weights(model, path: str, dtype) -> None:
         files = [cached_file(path, name) for name in files]
     else:
         files = [cached_file(path, "model.safetensors")]
-    own = model.state_dict()
-    anchor = next(iter(own))
-    state: dict = {}
+    own = [name for name, _ in model.named_parameters()] + [name for name, _ in model.named_buffers()]
+    anchor = own[0]
+    where: dict[str, tuple[str, str]] = {}  # our name -> (file, checkpoint name)
     prefix = None
     for file in files:
-        tensors = load_file(file)
+        with safe_open(file, framework="pt") as handle:
+            keys = list(handle.keys())
         if prefix is None:
-            prefix = next((k[: -len(anchor)] for k in tensors if k.endswith("." + anchor)), None)
+            prefix = next((k[: -len(anchor)] for k in keys if k.endswith("." + anchor)), None)
         if prefix is not None:
-            state.update({k[len(prefix):]: v.to(dtype) for k, v in tensors.items() if k.startswith(prefix)})
+            where.update({k[len(prefix):]: (file, k) for k in keys if k.startswith(prefix)})
     if prefix is None:
         raise UserError(f"model.composed.vision_name_or_path {path!r}: no weights of the vision encoder found")
-    missing = sorted(set(own) - set(state))
+    missing = sorted(set(dict(model.named_parameters())) - set(where))
     if missing:
         raise UserError(f"model.composed.vision_name_or_path {path!r}: the checkpoint lacks {missing[:5]}")
-    model.load_state_dict({k: state[k] for k in own}, strict=True)
+
+    with contextlib.ExitStack() as stack:
+        handles = {file: stack.enter_context(safe_open(file, framework="pt")) for file in files}
+        _copy_into(model, lambda name: handles[where[name][0]].get_tensor(where[name][1]), set(where), dtype)
+
+
+def _copy_into(model, read, available: set, dtype) -> None:
+    """Each module's tensors from `read(name)`, module by module (gathered first under ZeRO-3)."""
+    import contextlib
+
+    for module_name, module in model.named_modules():
+        params = dict(module.named_parameters(recurse=False))
+        buffers = {n: b for n, b in module.named_buffers(recurse=False) if b is not None}
+        prefix_here = f"{module_name}." if module_name else ""
+        gather = contextlib.nullcontext()
+        if any(is_partitioned(p) for p in params.values()):
+            import deepspeed
+
+            gather = deepspeed.zero.GatheredParameters(list(params.values()), modifier_rank=0)
+        with gather, torch.no_grad():
+            for name, param in params.items():
+                param.copy_(read(prefix_here + name).to(dtype))
+            for name, buffer in buffers.items():
+                if prefix_here + name in available:
+                    # buffers keep their own dtype (position ids are integers)
+                    buffer.copy_(read(prefix_here + name).to(buffer.dtype))
 
 
 def _load_image_processor(path: str, image_size: int | None):
@@ -353,6 +401,10 @@ def load_composed(section, precision: str = "fp32"):
                         "model.composed.llm_name_or_path")
     dtype = torch_dtype(precision)
     attention = attention_kwargs(section)  # model.attn_implementation, for both parts
+    # The parts' loads must not move the RNG the projector's init draws from below: under ZeRO-3
+    # transformers initialises the empty partitions before it copies the checkpoint in, and the
+    # projector must start the same whether the parts loaded whole or partitioned.
+    rng = torch.random.get_rng_state()
     try:
         vision = _load_vision(cfg.vision_name_or_path, dtype, attention)
         image_processor = _load_image_processor(cfg.vision_name_or_path, cfg.image_size)
@@ -364,6 +416,7 @@ def load_composed(section, precision: str = "fp32"):
                                                    trust_remote_code=section.trust_remote_code, **attention)
     except OSError as err:
         raise UserError(f"model.composed.llm_name_or_path {cfg.llm_name_or_path!r} could not be loaded: {err}") from None
+    torch.random.set_rng_state(rng)
     processor = build_processor(section, tokenizer, image_processor, vision.config.patch_size)
     attn = {"vision": vision.config._attn_implementation, "llm": llm.config._attn_implementation}
     config = ComposedVLMConfig(vision_config=vision.config, text_config=llm.config, merge_tokens=cfg.merge_tokens,

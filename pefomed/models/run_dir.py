@@ -11,6 +11,7 @@ a whole run, and a run as the starting point of another (two-stage training).
       checkpoints/         resumable DeepSpeed checkpoints (pefomed.train.checkpoints); latest
       train_log.jsonl  eval_log.jsonl  best.json  last.json  trainable.json  tensorboard/
       length_budget.json   the training split's token budget, measured before step 1
+      feature_cache/       train.feature_cache: the frozen vision tower's output per image, summary.json
 
 Train, infer and export all go through this module, so "adapter or weights?" has one answer
 (`TrainedWeights.find`) and a run loads one way (`load_run`) whoever asks. A run is saved with
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pefomed.errors import UserError
-from pefomed.models.bundle import ModelBundle
+from pefomed.models.bundle import ModelBundle, is_partitioned
 from pefomed.models.loader import load_base, materialize_base
 from pefomed.models.peft_methods import quantize_base
 from pefomed.recipe import Recipe, load_recipe
@@ -48,6 +49,7 @@ LAST_JSON = "last.json"
 TRAINABLE_JSON = "trainable.json"
 TENSORBOARD_DIR = "tensorboard"
 LENGTH_BUDGET_JSON = "length_budget.json"  # the training split's token counts (pefomed.data.length_budget)
+FEATURE_CACHE_DIR = "feature_cache"  # train.feature_cache: frozen vision-tower outputs (pefomed.models.feature_cache)
 
 
 LOCK_FILE = ".pefomed-train.lock"
@@ -178,7 +180,17 @@ def load_trained_weights(model, path: Path) -> None:
     from safetensors.torch import load_file
 
     state = load_file(path)
-    result = model.load_state_dict(state, strict=False)
+    # Under ZeRO-3 (a partitioned load, pefomed.models.loader) the parameters hold only this
+    # process's partition: gather the ones being replaced, write them, and let DeepSpeed partition
+    # the new values again (every process calls this with the same file).
+    partitioned = [p for n, p in model.named_parameters() if n in state and is_partitioned(p)]
+    if partitioned:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(partitioned, modifier_rank=0):
+            result = model.load_state_dict(state, strict=False)
+    else:
+        result = model.load_state_dict(state, strict=False)
     if result.unexpected_keys:
         raise UserError(f"{path}: {len(result.unexpected_keys)} weights do not fit the base model "
                         f"(e.g. {result.unexpected_keys[0]}); was the base model changed after training?")
