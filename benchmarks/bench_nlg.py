@@ -151,9 +151,13 @@ def end_to_end(n: int, repeat: int, profile: Path | None) -> None:
         ours_cmd = [sys.executable, "-m", "pefomed.cli.app", "score", str(pred), "--out", str(work / "metrics.json")]
         coco_cmd = [sys.executable, str(work / "coco.py"), str(pred), str(work / "coco.json")]
         ours, coco = [], []
-        for _ in range(repeat):  # alternating, so that a change of the machine's load hits both sides
+        for run in range(repeat):  # alternating, so that a change of the machine's load hits both sides
+            load = os.getloadavg()[0]
             ours.append(_timed(ours_cmd, work))
             coco.append(_timed(coco_cmd, work))
+            print(f"run {run + 1}: load average {load:.1f} before; pefomed wall {ours[-1][0]:.2f} s CPU {ours[-1][1]:.2f} s; "
+                  f"pycocoevalcap wall {coco[-1][0]:.2f} s CPU {coco[-1][1]:.2f} s; ratio wall "
+                  f"{ours[-1][0] / coco[-1][0]:.3f} CPU {ours[-1][1] / coco[-1][1]:.3f}", flush=True)
         metrics = json.loads((work / "metrics.json").read_text())
         theirs = json.loads((work / "coco.json").read_text())
         pairs = (("BLEU-4", theirs["BLEU"][3]), ("METEOR", theirs["METEOR"]), ("ROUGE-L", theirs["ROUGE-L"]),

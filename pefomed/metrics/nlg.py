@@ -38,7 +38,8 @@ _SMALL = 1e-9
 def ngram_counts(words: list[str], n: int = N) -> Counter:
     counts: Counter = Counter()
     for k in range(1, n + 1):
-        counts.update(tuple(words[i:i + k]) for i in range(len(words) - k + 1))
+        # the k-grams in text order, as tuples built by zip in C
+        counts.update(zip(*[words[j:] for j in range(k)]))
     return counts
 
 
@@ -102,63 +103,110 @@ def bleu_from_sums(sums: np.ndarray, order: int) -> np.ndarray:
     return score * penalty
 
 
-def _tfidf(counts: Counter, df: dict, log_n: float):
-    vec: list[dict] = [{} for _ in range(N)]
+def _tfidf(counts: Counter, idf: dict, log_n: float):
+    """tf-idf weights of one caption's n-grams (one dict, in the caption's n-gram order), the
+    norm per n and pycocoevalcap's `length` (its count of bigrams)."""
+    vec: dict = {}
     norm = [0.0] * N
     length = 0
     for gram, tf in counts.items():
-        k = len(gram) - 1
-        w = float(tf) * (log_n - math.log(max(1.0, df.get(gram, 0.0))))
-        vec[k][gram] = w
-        norm[k] += w * w
-        if k == 1:  # pycocoevalcap's `length` counts bigrams (its `n == 1`)
+        # idf of an n-gram absent from every reference: log N - log(max(1, 0)) = log N
+        w = float(tf) * idf.get(gram, log_n)
+        vec[gram] = w
+        norm[len(gram) - 1] += w * w
+        if len(gram) == 2:  # pycocoevalcap's `length` counts bigrams (its `n == 1`)
             length += tf
     return vec, [math.sqrt(x) for x in norm], length
 
 
-def cider_scores(hyp_counts: list[Counter], ref_counts: list[list[Counter]]) -> np.ndarray:
-    """Per-sample CIDEr-D with document frequencies from these references."""
+def _tracked(items, description: str, progress: bool, total: int):
+    if not progress:
+        return items
+    from pefomed.console import track
+
+    return track(items, description, total=total)
+
+
+def _document_frequency(ref_counts) -> Counter:
     df: Counter = Counter()
     for refs in ref_counts:
-        df.update(set().union(*[c.keys() for c in refs]))
-    log_n = math.log(float(len(ref_counts)))
+        df.update(refs[0].keys() if len(refs) == 1 else set().union(*[c.keys() for c in refs]))
+    return df
+
+
+def _idf(df: Counter, n: int) -> tuple[dict, float]:
+    """idf of each reference n-gram, computed once per distinct n-gram with the arithmetic
+    pycocoevalcap applies per occurrence: log N - log(max(1, df))."""
+    log_n = math.log(float(n))
+    return {gram: log_n - math.log(max(1.0, float(d))) for gram, d in df.items()}, log_n
+
+
+def _cider_one(hyp: Counter, refs: list[Counter], idf: dict, log_n: float) -> float:
+    vh, nh, lh = _tfidf(hyp, idf, log_n)
+    total = [0.0] * N
+    for ref in refs:
+        vr, nr, lr = _tfidf(ref, idf, log_n)
+        penalty = math.exp(-((lh - lr) ** 2) / (2 * SIGMA ** 2))
+        val = [0.0] * N
+        for gram, w in vh.items():
+            r = vr.get(gram)
+            if r is not None:  # an n-gram missing from the reference adds min(w, 0) * 0 = 0
+                val[len(gram) - 1] += min(w, r) * r
+        for k in range(N):
+            v = val[k]
+            if nh[k] != 0 and nr[k] != 0:
+                v /= nh[k] * nr[k]
+            total[k] += v * penalty
+    # np.mean of four numbers: added left to right, then divided
+    return (((total[0] + total[1]) + total[2]) + total[3]) / N / len(refs) * 10.0
+
+
+def cider_scores(hyp_counts: list[Counter], ref_counts: list[list[Counter]], progress: bool = False) -> np.ndarray:
+    """Per-sample CIDEr-D with document frequencies from these references."""
+    idf, log_n = _idf(_document_frequency(ref_counts), len(ref_counts))
     scores = np.zeros(len(hyp_counts))
-    for i, (hyp, refs) in enumerate(zip(hyp_counts, ref_counts)):
-        vh, nh, lh = _tfidf(hyp, df, log_n)
-        total = np.zeros(N)
-        for ref in refs:
-            vr, nr, lr = _tfidf(ref, df, log_n)
-            penalty = math.exp(-((lh - lr) ** 2) / (2 * SIGMA ** 2))
-            for k in range(N):
-                val = 0.0
-                rk = vr[k]
-                for gram, w in vh[k].items():
-                    r = rk.get(gram, 0.0)
-                    val += min(w, r) * r
-                if nh[k] != 0 and nr[k] != 0:
-                    val /= nh[k] * nr[k]
-                total[k] += val * penalty
-        scores[i] = float(np.mean(total)) / len(refs) * 10.0
+    for i, (hyp, refs) in _tracked(enumerate(zip(hyp_counts, ref_counts)), "CIDEr-D", progress, len(hyp_counts)):
+        scores[i] = _cider_one(hyp, refs, idf, log_n)
     return scores
 
 
 class NlgStats:
-    """Per-sample sufficient statistics of BLEU, ROUGE-L and CIDEr-D for tokenized captions."""
+    """Per-sample sufficient statistics of BLEU, ROUGE-L and CIDEr-D for tokenized captions.
 
-    def __init__(self, hyps: list[str], refs: list[list[str]]):
+    Two passes: BLEU, ROUGE-L and CIDEr's document frequencies, then CIDEr-D itself. The n-gram
+    counts of the first pass are kept for the second only up to KEEP_COUNTS samples (about 23 kB
+    each); above, the second pass counts them again (a few percent more time), so scoring 50,000
+    reports does not hold a gigabyte of n-gram dictionaries."""
+
+    KEEP_COUNTS = 10_000
+
+    def __init__(self, hyps: list[str], refs: list[list[str]], progress: bool = False):
         if len(hyps) != len(refs):
             raise ValueError("one list of references per hypothesis")
         if any(len(r) == 0 for r in refs):
             raise ValueError("every hypothesis needs at least one reference")
-        hyp_words = [h.split() for h in hyps]
-        ref_words = [[r.split() for r in rs] for rs in refs]
-        self.hyp_counts = [ngram_counts(w) for w in hyp_words]
-        self.ref_counts = [[ngram_counts(w) for w in rs] for rs in ref_words]
-        self.bleu = np.stack([bleu_stats(hc, len(hw), rc, [len(w) for w in rw])
-                              for hc, hw, rc, rw in zip(self.hyp_counts, hyp_words, self.ref_counts, ref_words)]) \
-            if hyps else np.zeros((0, 10))
-        self.rouge = np.array([rouge_l(h, rs) for h, rs in zip(hyps, refs)], dtype=np.float64)
-        self.cider = cider_scores(self.hyp_counts, self.ref_counts) if hyps else np.zeros(0)
+        keep = len(hyps) <= self.KEEP_COUNTS
+        kept: list[tuple[Counter, list[Counter]]] = []
+        bleu, rouge = [], []
+        df: Counter = Counter()
+        for hyp, rs in _tracked(zip(hyps, refs), "BLEU / ROUGE-L", progress, len(hyps)):
+            hw, rw = hyp.split(), [r.split() for r in rs]
+            hc, rc = ngram_counts(hw), [ngram_counts(w) for w in rw]
+            bleu.append(bleu_stats(hc, len(hw), rc, [len(w) for w in rw]))
+            rouge.append(rouge_l(hyp, rs))
+            df.update(rc[0].keys() if len(rc) == 1 else set().union(*[c.keys() for c in rc]))
+            if keep:
+                kept.append((hc, rc))
+        self.bleu = np.stack(bleu) if hyps else np.zeros((0, 10))
+        self.rouge = np.array(rouge, dtype=np.float64)
+        self.cider = np.zeros(len(hyps))
+        if hyps:
+            idf, log_n = _idf(df, len(hyps))
+            del df
+            pairs = kept if keep else ((ngram_counts(h.split()), [ngram_counts(r.split()) for r in rs])
+                                       for h, rs in zip(hyps, refs))
+            for i, (hc, rc) in _tracked(enumerate(pairs), "CIDEr-D", progress, len(hyps)):
+                self.cider[i] = _cider_one(hc, rc, idf, log_n)
 
     def corpus(self) -> dict[str, float]:
         sums = self.bleu.sum(axis=0)
@@ -168,7 +216,8 @@ class NlgStats:
         return out
 
 
-def tokenize_pairs(hyps: list[str], refs: list[list[str]], tokenizer: str = "ptb", info: dict | None = None):
+def tokenize_pairs(hyps: list[str], refs: list[list[str]], tokenizer: str = "ptb", info: dict | None = None,
+                   progress: bool = False):
     """Tokenized hypotheses and references. For ptb, all captions go through one
     ptb_tokenize_many call (the jar starts at most once); `info` receives which tokenizer produced
     how many captions."""
@@ -176,7 +225,7 @@ def tokenize_pairs(hyps: list[str], refs: list[list[str]], tokenizer: str = "ptb
         tok = get_tokenizer(tokenizer)
         return [tok(h) for h in hyps], [[tok(r) for r in rs] for rs in refs]
     flat = list(hyps) + [r for rs in refs for r in rs]
-    tokens, used = ptb_tokenize_many(flat)
+    tokens, used = ptb_tokenize_many(flat, progress=progress)
     if info is not None:
         info.update(used)
     out_h, pos = tokens[:len(hyps)], len(hyps)

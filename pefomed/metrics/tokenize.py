@@ -93,10 +93,46 @@ _LETTER_DOT_LETTER = re.compile(r"[A-Za-z]\.[A-Za-z]")
 _SAFE_DOTTED_CHUNK = re.compile(r"""^[(\["]*(?:[A-Za-z]+\.[A-Za-z]+|(?:[A-Za-z]\.){2,})[.,;:)\]"]*$""")
 
 
+# Substrings without one of which a class's pattern cannot match (None: always search). Checking
+# them first (a C substring scan) skips most of the regex scans on ordinary report text; the
+# patterns themselves still decide, so the classes are unchanged.
+_REQUIRED: dict[str, tuple[str, ...] | None] = {
+    "underscore inside a word": ("_",),
+    "period run": ("..",),
+    "dash run": ("---",),
+    "signed number": ("-", "+"),
+    "range with decimals": ("-", "/"),
+    "comma or colon before digit": (",", ":"),
+    "plus sign before digit": ("+",),
+    "fraction or slash range": ("/",),
+    "glued clitic": ("'",),
+    "slash after a word or decimal": ("/",),
+    "quote or bang inside a word": ("!", "?", "'"),
+    "single-letter p.": ("p.", "P."),
+    "period before punctuation": (".,", ".;", ".:", ".!", ".?"),
+    "emoticon": (":", ";", "="),
+}
+# "abbreviation ending the line" needs a period right before the trailing run of spaces, quotes
+# and closing brackets (the characters of its `[\s"')\]]*$`).
+_TRAILING = " \"')]"
+
+
+def _ends_with_period(line: str) -> bool:
+    i = len(line)
+    while i and (line[i - 1] in _TRAILING or line[i - 1].isspace()):
+        i -= 1
+    return i > 0 and line[i - 1] == "."
+
+
 def needs_jar(text: str) -> str | None:
     """The name of the first input class in `text` that only the jar tokenizes exactly, or None."""
     line = text.replace("\n", " ").replace("\r", " ")
     for name, pattern in _JAR_CLASSES:
+        required = _REQUIRED.get(name)
+        if required is not None and not any(part in line for part in required):
+            continue
+        if name == "abbreviation ending the line" and not _ends_with_period(line):
+            continue
         if pattern.search(line):
             return name
     if _LETTER_DOT_LETTER.search(line):
@@ -111,18 +147,24 @@ def _raw_tokens(line: str) -> list[str]:
     prev_end = 0
     for match in _TOKEN.finditer(line):
         kind, text = match.lastgroup, match.group()
-        spaced = match.start() == 0 or line[match.start() - 1].isspace()
-        if kind == "quote2":
+        if kind == "word":
+            # most tokens: only a word with an apostrophe or one of _SPLIT_WORDS splits
+            if "'" in text or (5 <= len(text) <= 6 and text.lower() in _SPLIT_WORDS):
+                tokens.extend(_split_word(text))
+            else:
+                tokens.append(text)
+        elif kind == "quote2":
             # Opening quote at the start, after space or an opening bracket; closing otherwise.
+            start = match.start()
+            spaced = start == 0 or line[start - 1].isspace()
             opening = spaced or (tokens and tokens[-1] in ("-LRB-", "-LSB-", "-LCB-", "``")
-                                 and match.start() == prev_end)
+                                 and start == prev_end)
             tokens.append("``" if opening else "''")
         elif kind == "other" and text == "'":
-            tokens.append("`" if spaced else "'")
+            start = match.start()
+            tokens.append("`" if start == 0 or line[start - 1].isspace() else "'")
         elif kind == "other" and text in _BRACKETS:
             tokens.append(_BRACKETS[text])
-        elif kind == "word":
-            tokens.extend(_split_word(text))
         else:
             tokens.append(text)
         prev_end = match.end()
@@ -145,8 +187,8 @@ def _merge_abbrev(tokens: list[str]) -> list[str]:
     "Fig.", "ca." only before a number."""
     merged: list[str] = []
     for i, tok in enumerate(tokens):
-        prev = merged[-1].lower() if merged else ""
-        if tok == "." and prev and not prev.endswith("."):
+        prev = merged[-1].lower() if tok == "." and merged else ""
+        if prev and not prev.endswith("."):
             nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
             if (prev in _ABBREV or (len(prev) == 1 and prev.isalpha())
                     or (prev in _ABBREV_BEFORE_NUMBER and nxt[:1].isdigit())):
@@ -206,14 +248,19 @@ def jar_ptb_tokenize(texts: list[str]) -> list[str]:
     return [" ".join(w for w in line.rstrip().split(" ") if w not in PUNCTUATIONS) for line in out[:len(lines)]]
 
 
-def ptb_tokenize_many(texts: list[str]) -> tuple[list[str], dict]:
+def ptb_tokenize_many(texts: list[str], progress: bool = False) -> tuple[list[str], dict]:
     """Tokenize many captions: the Python path where it is exact, the jar (one JVM) for the
     strings in a class only the jar handles. Returns the tokens and which tokenizer produced how
-    many of them (for METRICS.json settings)."""
+    many of them (for METRICS.json settings). `progress`: show a progress bar."""
     out = [""] * len(texts)
     classes: dict[str, int] = {}
     to_jar: list[int] = []
-    for i, text in enumerate(texts):
+    items = enumerate(texts)
+    if progress:
+        from pefomed.console import track
+
+        items = track(items, "report tokenization (PTB)", total=len(texts))
+    for i, text in items:
         cls = needs_jar(text)
         if cls is None:
             out[i] = python_ptb_tokenize(text)

@@ -333,12 +333,19 @@ def binarize(value: int | None, uncertain: str = DEFAULT_UNCERTAIN) -> float:
     return 0.0
 
 
-def label_matrix(texts: list[str], uncertain: str = DEFAULT_UNCERTAIN, observations=OBSERVATIONS) -> np.ndarray:
+def label_matrix(texts: list[str], uncertain: str = DEFAULT_UNCERTAIN, observations=OBSERVATIONS,
+                 progress: str | None = None) -> np.ndarray:
+    """(reports, observations) binarized labels; `progress`: a progress bar with this title."""
     if uncertain not in UNCERTAIN_POLICIES:
         raise UserError(f"uncertain must be one of {', '.join(UNCERTAIN_POLICIES)}, got {uncertain!r}")
     cols = [OBSERVATIONS.index(o) for o in observations]
+    items = texts
+    if progress:
+        from pefomed.console import track
+
+        items = track(texts, progress)
     # each report labelled once (its distinct sentences once across the corpus: label_sentence's cache)
-    labels = [_label_report(t) for t in texts]
+    labels = [_label_report(t) for t in items]
     return np.array([[binarize(row[c], uncertain) for c in cols] for row in labels],
                     dtype=np.float64).reshape(len(texts), len(observations))
 
@@ -361,16 +368,22 @@ def _prf(tp, fp, fn):
     return prec, rec, f1
 
 
-def _micro(which: int):
+def _labels(sums, cols):
+    """(..., labels, 3) [tp, fp, fn] sums of the labels `cols` (None: all) from (..., L * 3)."""
+    s = sums.reshape(*sums.shape[:-1], -1, 3)
+    return s if cols is None else s[..., cols, :]
+
+
+def _micro(which: int, cols=None):
     def fn(sums):
-        s = sums.reshape(*sums.shape[:-1], -1, 3).sum(axis=-2)
+        s = _labels(sums, cols).sum(axis=-2)
         return _prf(s[..., 0], s[..., 1], s[..., 2])[which]
     return fn
 
 
-def _macro(which: int):
+def _macro(which: int, cols=None):
     def fn(sums):
-        s = sums.reshape(*sums.shape[:-1], -1, 3)
+        s = _labels(sums, cols)
         return _prf(s[..., 0], s[..., 1], s[..., 2])[which].mean(axis=-1)
     return fn
 
@@ -381,33 +394,36 @@ def _counts(conf: np.ndarray) -> dict[str, int]:
     return {"tp": tp, "fp": fp, "fn": fn, "support": tp + fn}
 
 
-def clinical_metrics(rows: list[Row], uncertain: str = DEFAULT_UNCERTAIN) -> list[MetricSpec]:
+def clinical_metrics(rows: list[Row], uncertain: str = DEFAULT_UNCERTAIN, progress: bool = False) -> list[MetricSpec]:
     """CE specs over the report rows: precision/recall/F1 micro and macro over the 14 labels
     (`/14`) and the 5 (`/5`), and per label (`precision/<label>`, ...), each with its TP/FP/FN and
     support in the entry. The label's stats are its per-row [tp, fp, fn], so intervals and paired
-    comparisons resample reports, as for every other metric."""
+    comparisons resample reports, as for every other metric. `progress`: progress bars."""
     mask = np.array([r.task == "report" for r in rows])
     idx = np.flatnonzero(mask)
     if idx.size == 0:
         return []
-    pred = label_matrix([rows[i].prediction for i in idx], uncertain)
-    ref = label_matrix([rows[i].reference for i in idx], uncertain)
+    pred = label_matrix([rows[i].prediction for i in idx], uncertain,
+                        progress="clinical labels (predictions)" if progress else None)
+    ref = label_matrix([rows[i].reference for i in idx], uncertain,
+                       progress="clinical labels (references)" if progress else None)
     conf = confusion(pred, ref)  # (n, 14, 3)
+    # One statistics array for all 54 metrics (each metric's function picks its labels), so the
+    # bootstrap resamples the clinical section in one pass (Bootstrap.sums remembers it).
+    stats = np.zeros((len(rows), len(OBSERVATIONS) * 3))
+    stats[idx] = conf.reshape(idx.size, -1)
     specs = []
     for suffix, obs in (("14", OBSERVATIONS), ("5", FIVE)):
-        cols = [OBSERVATIONS.index(o) for o in obs]
-        stats = np.zeros((len(rows), len(cols) * 3))
-        stats[idx] = conf[:, cols, :].reshape(idx.size, -1)
+        cols = None if obs == OBSERVATIONS else [OBSERVATIONS.index(o) for o in obs]
         for avg, maker in (("micro", _micro), ("macro", _macro)):
-            extra = {"uncertain": uncertain, **(_counts(conf[:, cols, :]) if avg == "micro" else {})}
+            extra = {"uncertain": uncertain,
+                     **(_counts(conf if cols is None else conf[:, cols, :]) if avg == "micro" else {})}
             for which, name in enumerate(("precision", "recall", "f1")):
-                specs.append(MetricSpec("clinical", f"{name}_{avg}/{suffix}", stats, maker(which), n=int(idx.size),
-                                        extra=dict(extra)))
+                specs.append(MetricSpec("clinical", f"{name}_{avg}/{suffix}", stats, maker(which, cols),
+                                        n=int(idx.size), extra=dict(extra)))
     for col, obs in enumerate(OBSERVATIONS):
-        stats = np.zeros((len(rows), 3))
-        stats[idx] = conf[:, col, :]
         extra = {"uncertain": uncertain, **_counts(conf[:, col, :])}
         for which, name in enumerate(("precision", "recall", "f1")):
-            specs.append(MetricSpec("clinical", f"{name}/{obs}", stats, _micro(which), n=int(idx.size),
+            specs.append(MetricSpec("clinical", f"{name}/{obs}", stats, _micro(which, [col]), n=int(idx.size),
                                     extra=dict(extra)))
     return specs

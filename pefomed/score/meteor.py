@@ -126,13 +126,19 @@ class MeteorJob:
         self._proc = None
         self._thread = None
         self._result: MeteorResult | None = None
+        self._scored = 0  # segments answered so far (read by result's progress bar)
+        self._total = 0
         if self._reason:
             return
-        # pycocoevalcap's command plus the serial collector, which changes no number: no GC threads
-        # competing with the Python work that runs meanwhile, and half the resident memory
-        # (about 0.6 instead of 1.3 GB), for a few percent more wall time of the JVM alone
-        cmd = ["java", "-XX:+UseSerialGC", "-jar", "-Xmx2G", "meteor-1.5.jar", "-", "-", "-stdio", "-l", "en",
-               "-norm"]
+        # pycocoevalcap's command plus two JVM options that change no number (the jar's output is
+        # the same line for line; Java's floating point is strict): the serial collector (no GC
+        # threads competing with the Python work that runs meanwhile, half the resident memory:
+        # about 0.6 instead of 1.3 GB) and the C1 compiler only (TieredStopAtLevel=1): this JVM
+        # lives a few seconds, mostly parsing the paraphrase table, and C2's compilations cost
+        # more than they save: 3,858 MIMIC-sized segments took 10.0 s CPU and 12.9 s wall
+        # instead of 13.0 s and 16.2 s on 2 busy cores (benchmarks/bench_nlg.py, docs/benchmarks.md)
+        cmd = ["java", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-jar", "-Xmx2G", "meteor-1.5.jar", "-", "-",
+               "-stdio", "-l", "en", "-norm"]
         try:
             self._proc = subprocess.Popen(cmd, cwd=_jar_dir(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                           stderr=subprocess.DEVNULL, env={**os.environ, "LC_ALL": "C.UTF-8"})
@@ -147,6 +153,7 @@ class MeteorJob:
             return self
         lines = [" ||| ".join(["SCORE", " ||| ".join(_clean(r) for r in rs), _clean(hyp)]) + "\n"
                  for hyp, rs in zip(hyps, refs)]
+        self._total = len(lines)
         self._thread = threading.Thread(target=self._run, args=(lines,), name="meteor", daemon=True)
         self._thread.start()
         return self
@@ -172,6 +179,7 @@ class MeteorJob:
                     raise ValueError(f"the jar stopped after {len(stats)} of {len(lines)} segments"
                                      + (f" ({failure[0]})" if failure else ""))
                 stats.append(line.decode("utf-8").strip())
+                self._scored = len(stats)
             feeder.join()
             proc.stdin.write(("EVAL ||| " + " ||| ".join(stats) + "\n").encode("utf-8"))
             proc.stdin.flush()
@@ -187,8 +195,17 @@ class MeteorJob:
         finally:
             self.close()
 
-    def result(self) -> MeteorResult:
+    def result(self, progress: bool = False) -> MeteorResult:
+        """Wait for the jar; `progress`: a bar of the segments it has scored meanwhile."""
         if self._thread is not None:
+            if progress and self._thread.is_alive():
+                from pefomed.console import progress_bar
+
+                with progress_bar() as bar:
+                    task = bar.add_task("METEOR 1.5 (Java)", total=self._total, completed=self._scored, status="")
+                    while self._thread.is_alive():
+                        self._thread.join(timeout=0.5)
+                        bar.update(task, completed=self._scored)
             self._thread.join()
         if self._result is None:  # never submitted
             self.close()

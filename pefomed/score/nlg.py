@@ -20,9 +20,9 @@ def _references(row: Row) -> list[str]:
 
 
 def report_metrics(rows: list[Row], tokenizer: str = "ptb", meteor: bool = True,
-                   notes: dict[str, Any] | None = None) -> list[MetricSpec]:
+                   notes: dict[str, Any] | None = None, progress: bool = False) -> list[MetricSpec]:
     """Metric specs of the `report` section over the report rows of `rows`."""
-    specs, finish = start_report_metrics(rows, tokenizer, meteor, notes)
+    specs, finish = start_report_metrics(rows, tokenizer, meteor, notes, progress=progress)
     return in_report_order(specs + finish())
 
 
@@ -35,12 +35,13 @@ def in_report_order(specs: list[MetricSpec]) -> list[MetricSpec]:
 
 
 def start_report_metrics(rows: list[Row], tokenizer: str = "ptb", meteor: bool = True,
-                         notes: dict[str, Any] | None = None
+                         notes: dict[str, Any] | None = None, progress: bool = False
                          ) -> tuple[list[MetricSpec], Callable[[], list[MetricSpec]]]:
     """report_metrics in two halves: METEOR's JVM starts first and scores in the background while
     BLEU, ROUGE-L and CIDEr-D are computed here (and whatever the caller computes next: the clinical
     labels, every other metric's bootstrap). Returns those specs and a function that waits for
-    METEOR and gives its spec (none without --meteor); in_report_order puts it back in its place."""
+    METEOR and gives its spec (none without --meteor); in_report_order puts it back in its place.
+    `progress`: progress bars for tokenization, the n-gram metrics and the wait for METEOR."""
     mask = np.array([r.task == "report" for r in rows])
     idx = np.flatnonzero(mask)
     if idx.size == 0:
@@ -54,14 +55,14 @@ def start_report_metrics(rows: list[Row], tokenizer: str = "ptb", meteor: bool =
     refs = [_references(rows[i]) for i in idx]
     used: dict = {}
     try:
-        th, tr = tokenize_pairs(hyps, refs, tokenizer, info=used)
+        th, tr = tokenize_pairs(hyps, refs, tokenizer, info=used, progress=progress)
     except BaseException:
         if job is not None:
             job.close()
         raise
     if job is not None:
         job.submit(th, tr)
-    stats = NlgStats(th, tr)
+    stats = NlgStats(th, tr, progress=progress)
     n_rows, n = len(rows), int(idx.size)
     full_bleu = np.zeros((n_rows, 10))
     full_bleu[idx] = stats.bleu
@@ -93,7 +94,7 @@ def start_report_metrics(rows: list[Row], tokenizer: str = "ptb", meteor: bool =
         from pefomed.score.meteor import N_STATS, aggregable
         from pefomed.score.meteor import score_from_sums as meteor_from_sums
 
-        result = job.result()
+        result = job.result(progress=progress)
         if result.available:
             # One statistic, with its own interval: the jar's corpus score is a function of the summed
             # per-segment statistics, so each resample recomputes it from resampled sums (as for BLEU).

@@ -140,12 +140,13 @@ def _start_specs(rows: list, opts: ScoreOptions, groups: list | None = None):
         from pefomed.score.nlg import start_report_metrics
 
         # METEOR's JVM scores in the background while the other report metrics are computed
-        report_specs, finish = start_report_metrics(rows, tokenizer=opts.tokenizer, meteor=opts.meteor, notes=notes)
+        report_specs, finish = start_report_metrics(rows, tokenizer=opts.tokenizer, meteor=opts.meteor, notes=notes,
+                                                   progress=opts.progress)
         specs += report_specs
         if opts.clinical:
             from pefomed.score.clinical import clinical_metrics
 
-            specs += clinical_metrics(rows, uncertain=opts.uncertain)
+            specs += clinical_metrics(rows, uncertain=opts.uncertain, progress=opts.progress)
         if opts.semantic:
             from pefomed.score.semantic import semantic_metrics
 

@@ -287,7 +287,9 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
             wait_start = time.perf_counter()
             step_batches = [next(micro_batches) for _ in range(cfg.grad_accum)]
             window["data_wait"] += time.perf_counter() - wait_start
-            tokens = torch.tensor(float(sum(answer_tokens(batch["labels"]) for _, batch in step_batches)))
+            # on the training device: NCCL reduces only CUDA tensors
+            tokens = torch.tensor(float(sum(answer_tokens(batch["labels"]) for _, batch in step_batches)),
+                                  device=device())
             if world > 1:
                 dist.all_reduce(tokens)
             for ids, batch in step_batches:
@@ -305,7 +307,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
             step += 1
             if step % cfg.log_every == 0 or step == plan.total_steps:
                 # mean loss per answer token over the window, all processes
-                mean_loss = torch.tensor(window["loss"])
+                mean_loss = torch.tensor(window["loss"], device=device())
                 if world > 1:
                     dist.all_reduce(mean_loss)
                 mean_loss /= max(window["tokens"], 1.0)
