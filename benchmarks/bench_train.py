@@ -1,9 +1,19 @@
-"""Training-step throughput: pefomed's DeepSpeed loop vs a plain transformers Trainer + peft LoRA.
+"""Training-step throughput: pefomed's DeepSpeed loop vs a plain transformers Trainer + peft LoRA,
+and each of pefomed's speed/memory levers against the same loop with that lever turned off.
 
 Both sides train the same model folder, with the same LoRA config (pefomed's build_peft_config:
 same targets, rank, projector in modules_to_save), the same synthetic DATA_DIR, the same batches
 built by pefomed.data.collate.Collator, batch size, optimizer hyper-parameters and step count.
-Each measurement runs in its own subprocess, so peak memory is that run's alone.
+Each measurement runs in its own subprocess, so peak memory is that run's alone (CUDA:
+max_memory_allocated; CPU: the process's VmHWM, its own peak resident memory).
+
+Levers (--levers; each is one more pefomed run in the same invocation, compared with the default
+pefomed run, whose settings are the recipe's defaults):
+  workers         train.num_workers=2 (batches built in DataLoader workers) vs 0
+  answer_only     train.answer_only_logits (default on) vs off: LM head over answer positions only
+  qlora           method.quantize=4bit (NF4 frozen LLM, bitsandbytes) vs the base in the run's dtype
+  checkpointing   train.gradient_checkpointing=true vs false
+The ratio is lever on / lever off, for samples/s and for peak memory.
 
 Timed: the wall time between the end of optimizer step `warmup` and the end of the last step
 (data encoding + collation + forward + backward + optimizer step; model build, DeepSpeed/Trainer
@@ -14,6 +24,9 @@ Usage:
   python benchmarks/bench_train.py                         # tiny + small on this machine (CPU: fp32)
   python benchmarks/bench_train.py --model-size 7b         # GPU box: random Llama-2-7B-shaped LLaVA, bf16
   python benchmarks/bench_train.py --json results.json     # also write the numbers as JSON
+  python benchmarks/bench_train.py --levers none            # pefomed vs Trainer only
+  python benchmarks/bench_train.py --repeat 3 --threads 1   # a shared CPU: round-robin, medians, 1 thread
+  python benchmarks/bench_train.py --levers qlora checkpointing --skip-baseline
 
 Sizes: tiny (pefomed's built-in tiny LLaVA), small (text_hidden=256, text_layers=4),
 llava-mini (the 7b code path at toy scale, to check the benchmark itself on a CPU),
@@ -61,6 +74,14 @@ SIZES = {
 }
 # LoRA settings per size: the tiny-demo recipe's for the toy sizes, PeFoMed's r=64 for 7b.
 METHOD = {"7b": ["method.r=64", "method.alpha=16"]}
+# Each lever: the overrides that turn it on and off; the side equal to the recipe's defaults is the
+# default pefomed run, measured once per size and shared by every lever.
+LEVERS = {
+    "workers": {"title": "train.num_workers=2", "on": ["train.num_workers=2"], "off": []},
+    "answer_only": {"title": "train.answer_only_logits", "on": [], "off": ["train.answer_only_logits=false"]},
+    "qlora": {"title": "method.quantize=4bit", "on": ["method.quantize=4bit"], "off": []},
+    "checkpointing": {"title": "train.gradient_checkpointing", "on": ["train.gradient_checkpointing=true"], "off": []},
+}
 # Peak dense bf16 tensor FLOP/s (vendor data sheets, without sparsity).
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "H800": 989.0, "A100": 312.0, "A800": 312.0, "L40S": 362.0,
                "A10G": 125.0, "L4": 121.0, "RTX 4090": 165.0}
@@ -74,14 +95,24 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def _status_mb(key: str) -> float:
+    """A /proc/self/status memory line, MB. VmHWM (peak) rather than getrusage's ru_maxrss: Linux
+    carries ru_maxrss over fork and exec, so a worker would inherit this script's own peak."""
+    try:
+        with open("/proc/self/status") as handle:
+            return int(next(line for line in handle if line.startswith(key)).split()[1]) / 1024
+    except (OSError, StopIteration):  # not Linux
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    return _status_mb("VmRSS:")
 
 
 def _peak_mb() -> float:
     import torch
 
-    return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else _rss_mb()
+    return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else _status_mb("VmHWM:")
 
 
 def _recipe(spec: dict):
@@ -91,7 +122,7 @@ def _recipe(spec: dict):
                  f"train.max_steps={spec['steps']}", f"train.batch_size={spec['batch_size']}",
                  "train.log_every=1", "train.grad_accum=1", "train.warmup_steps=0",
                  f"train.precision={spec['precision']}", f"train.deepspeed={spec['zero']}",
-                 f"data.max_length={spec['max_length']}", *METHOD.get(spec["size"], [])]
+                 f"data.max_length={spec['max_length']}", *METHOD.get(spec["size"], []), *spec.get("overrides", [])]
     recipe = load_recipe("tiny-demo", overrides)
     recipe.data.dir = spec["data_dir"]
     return recipe
@@ -206,13 +237,17 @@ def worker_pefomed(spec: dict) -> dict:
     from pefomed.train.loop import train
 
     recipe = _recipe(spec)
-    run = Path(spec["work"]) / f"run-{spec['size']}"
+    run = Path(spec["work"]) / f"run-{spec['size']}-{spec.get('label', 'default')}"
+    if run.exists():  # --work kept from an earlier invocation: train afresh
+        import shutil
+
+        shutil.rmtree(run)
     rss0 = _rss_mb()
     train(recipe, run)
     rows = [json.loads(line) for line in open(run / "train_log.jsonl")][spec["warmup"]:]
     seconds = sum(spec["batch_size"] / r["samples_per_s"] for r in rows)
     trainable = json.loads((run / "trainable.json").read_text())
-    return {"samples": len(rows) * spec["batch_size"], "seconds": seconds, "peak_mb": max(r["peak_memory_mb"] for r in rows),
+    return {"samples": len(rows) * spec["batch_size"], "seconds": seconds, "peak_mb": _peak_mb(),
             "rss_before_mb": rss0, "trainable": trainable["all"]["trainable"],
             "trainable_llm": trainable["components"].get("llm", {}).get("trainable", 0)}
 
@@ -279,6 +314,9 @@ WORKERS = {"build": worker_build, "pefomed": worker_pefomed, "baseline": worker_
 
 def _run_worker(kind: str, spec: dict) -> dict:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    if spec.get("threads"):
+        # before torch is imported in the worker: OpenMP reads it at start-up
+        env["OMP_NUM_THREADS"] = str(spec["threads"])
     proc = subprocess.run([sys.executable, __file__, "--worker", kind, "--spec", json.dumps(spec)],
                           env=env, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
@@ -335,6 +373,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--zero", default=None, help="pefomed's train.deepspeed (default: zero2)")
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads per worker (OMP_NUM_THREADS; default: torch's). 1 on a shared machine: "
+                             "OpenMP threads that wait for a core another job holds slow a step many-fold")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run every configuration this many times, round-robin, and report the median")
+    parser.add_argument("--levers", nargs="+", default=list(LEVERS), choices=[*LEVERS, "none"],
+                        help="levers to measure against the default pefomed run (default: all; none: skip)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (default: known GPUs)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--work", type=Path, default=None, help="keep models, data and runs here (default: a temp dir)")
@@ -359,7 +404,7 @@ def main(argv: list[str] | None = None) -> None:
     work_ctx = tempfile.TemporaryDirectory(prefix="bench-train-") if args.work is None else None
     work = Path(work_ctx.name) if work_ctx else args.work
     work.mkdir(parents=True, exist_ok=True)
-    device = torch.cuda.get_device_name() if cuda else f"CPU, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+    device = torch.cuda.get_device_name() if cuda else f"CPU, {os.cpu_count()} cores, torch threads per worker {args.threads or torch.get_num_threads()}"
     print(f"device: {device}; precision {precision}; batch {args.batch_size}; warmup {args.warmup} steps; MFU peak: {peak_text}")
     results = {"device": device, "precision": precision, "batch_size": args.batch_size, "sizes": {}}
     for size in args.model_size:
@@ -368,6 +413,8 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit("--warmup must be at least 1 (the timing starts at the end of a step)")
         if steps <= args.warmup:
             raise SystemExit("--steps must be larger than --warmup")
+        if args.repeat < 1:
+            raise SystemExit("--repeat must be at least 1")
         image_size = SIZES[size].get("vision", {}).get("image_size", 32)
         data_dir = work / f"data-{size}"
         if not (data_dir / "manifest.json").is_file():
@@ -375,14 +422,40 @@ def main(argv: list[str] | None = None) -> None:
             write_bright_spot_dataset(data_dir, n_train=steps * args.batch_size, n_test=2, size=image_size)
         spec = {"size": size, "model_dir": str(work / f"model-{size}"), "data_dir": str(data_dir), "work": str(work),
                 "steps": steps, "warmup": args.warmup, "batch_size": args.batch_size, "precision": precision,
-                "zero": args.zero or "zero2", "max_length": 512 if SIZES[size]["builder"] == "llava" else 128}
+                "zero": args.zero or "zero2", "threads": args.threads, "max_length": 512 if SIZES[size]["builder"] == "llava" else 128}
         # The toy models build in a few seconds in this process; a 7B build gets its own process so
         # that its GPU memory is released before anything is measured.
         built = worker_build(spec) if SIZES[size]["builder"] == "tiny" else _run_worker("build", spec)
         row = {"params": built["params"], "data": built["data"], "steps": steps}
-        row["pefomed"] = _summarise(size, built, _run_worker("pefomed", spec), peak)
+        # Every configuration this size needs: the default pefomed run (shared by every lever), the
+        # Trainer baseline, and each lever's other side. With --repeat they run round-robin, so a
+        # load change on a shared machine hits every configuration alike; the median counts.
+        levers = [name for name in args.levers if name != "none"]
+        if "qlora" in levers and not _has_bitsandbytes():
+            print("  (skipping qlora: bitsandbytes is not installed; pip install \"pefomed[qlora]\")")
+            levers.remove("qlora")
+        configs: dict = {(): ("pefomed", {**spec, "label": "default"})}
         if not args.skip_baseline:
-            row["baseline"] = _summarise(size, built, _run_worker("baseline", spec), peak)
+            configs["baseline"] = ("baseline", spec)
+        for lever in levers:
+            for side in ("on", "off"):
+                key = tuple(LEVERS[lever][side])
+                configs.setdefault(key, ("pefomed", {**spec, "overrides": list(key), "label": f"{lever}-{side}"}))
+        measured: dict = {key: [] for key in configs}
+        for _ in range(args.repeat):
+            for key, (kind, worker_spec) in configs.items():
+                measured[key].append(_summarise(size, built, _run_worker(kind, worker_spec), peak))
+        runs = {key: _median_run(values) for key, values in measured.items()}
+        row["pefomed"] = runs[()]
+        row["levers"] = {}
+        for lever in levers:
+            on, off = runs[tuple(LEVERS[lever]["on"])], runs[tuple(LEVERS[lever]["off"])]
+            row["levers"][lever] = {
+                "title": LEVERS[lever]["title"], "on": on, "off": off,
+                "ratio_samples_per_s": on["samples_per_s"] / off["samples_per_s"],
+                "ratio_peak_memory": on["peak_memory_mb"] / off["peak_memory_mb"]}
+        if not args.skip_baseline:
+            row["baseline"] = runs["baseline"]
             row["ratio_samples_per_s"] = row["pefomed"]["samples_per_s"] / row["baseline"]["samples_per_s"]
             row["ratio_peak_memory"] = row["pefomed"]["peak_memory_mb"] / row["baseline"]["peak_memory_mb"]
         results["sizes"][size] = row
@@ -391,6 +464,27 @@ def main(argv: list[str] | None = None) -> None:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     if work_ctx:
         work_ctx.cleanup()
+
+
+def _median_run(values: list[dict]) -> dict:
+    """The run with the median samples/s (all of its numbers, so they stay consistent), plus every
+    repeat's samples/s; peak memory is the largest of the repeats."""
+    ordered = sorted(values, key=lambda v: v["samples_per_s"])
+    run = dict(ordered[(len(ordered) - 1) // 2])
+    run["peak_memory_mb"] = max(v["peak_memory_mb"] for v in values)
+    run["repeats_samples_per_s"] = [v["samples_per_s"] for v in values]
+    return run
+
+
+def _repeats(run: dict) -> str:
+    values = run.get("repeats_samples_per_s", [])
+    return f"  (repeats: {', '.join(f'{v:.2f}' for v in values)})" if len(values) > 1 else ""
+
+
+def _has_bitsandbytes() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("bitsandbytes") is not None
 
 
 def _print_row(size: str, row: dict, cuda: bool) -> None:
@@ -406,10 +500,16 @@ def _print_row(size: str, row: dict, cuda: bool) -> None:
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
         print(f"  {side:9s} {r['samples_per_s']:8.2f} samples/s {r['tokens_per_s']:10.0f} tokens/s  "
               f"{mem} {r['peak_memory_mb']:8.0f} MB (process before model: {r['memory_before_mb']:.0f} MB)  "
-              f"{r['model_tflops_per_s']:.4f} model TFLOP/s  MFU {mfu}  trainable {r['trainable_params']:,}")
+              f"{r['model_tflops_per_s']:.4f} model TFLOP/s  MFU {mfu}  trainable {r['trainable_params']:,}"
+              + _repeats(r))
     if "baseline" in row:
         print(f"  ratio pefomed / Trainer: samples/s x{row['ratio_samples_per_s']:.2f}, "
               f"peak memory x{row['ratio_peak_memory']:.2f}")
+    for lever in row.get("levers", {}).values():
+        on, off = lever["on"], lever["off"]
+        print(f"  lever {lever['title']:30s} on {on['samples_per_s']:8.2f} / off {off['samples_per_s']:8.2f} "
+              f"samples/s = x{lever['ratio_samples_per_s']:.2f};  {mem} on {on['peak_memory_mb']:.0f} / off "
+              f"{off['peak_memory_mb']:.0f} MB = x{lever['ratio_peak_memory']:.2f}" + _repeats(on))
 
 
 if __name__ == "__main__":

@@ -39,6 +39,12 @@ def torch_dtype(precision: str):
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+def is_partitioned(param) -> bool:
+    """A DeepSpeed ZeRO-3 parameter: this process holds only its partition (`param.ds_tensor`);
+    `param.ds_numel` / `ds_shape` are the full parameter's."""
+    return hasattr(param, "ds_numel")
+
+
 def attention_kwargs(section) -> dict:
     """from_pretrained's `attn_implementation` for model.attn_implementation, checked first: a
     flash-attn request on a machine without the package or a GPU would otherwise surface as an
