@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from pefomed.data.images import load_image
-from pefomed.data.transforms import ImageTransform
+from pefomed.data.transforms import ImageTransform, processor_input_size
 from pefomed.instructions import instruction
 from pefomed.errors import UserError
 from pefomed.recipe import DataSection
@@ -109,21 +109,7 @@ def blank_image(processor):
     """A black RGB image of the processor's input size (crop size, else size; 224 px when unknown)."""
     from PIL import Image
 
-    image_processor = getattr(processor, "image_processor", None)
-    side = (224, 224)
-    for attr in ("crop_size", "size"):
-        size = getattr(image_processor, attr, None)
-        if size is None:
-            continue
-        get = size.get if hasattr(size, "get") else (lambda key, s=size: getattr(s, key, None))
-        if get("height") and get("width"):
-            side = (int(get("width")), int(get("height")))
-            break
-        edge = get("shortest_edge") or get("longest_edge")
-        if edge:
-            side = (int(edge), int(edge))
-            break
-    return Image.new("RGB", side)
+    return Image.new("RGB", processor_input_size(processor, edge_only_too=True) or (224, 224))
 
 
 def blind_mode(processor) -> str:

@@ -93,9 +93,10 @@ def apply_crop(image: Image.Image, params: CropParams, size: tuple[int, int]) ->
     return out.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if params.flip else out
 
 
-def processor_input_size(processor) -> tuple[int, int] | None:
+def processor_input_size(processor, edge_only_too: bool = False) -> tuple[int, int] | None:
     """(width, height) the family's image processor resizes to, when it is one fixed size
-    (crop_size, else size, with height and width); None for dynamic-resolution families."""
+    (crop_size, else size, with height and width); None for dynamic-resolution families. With
+    `edge_only_too`, a size given only as shortest_edge / longest_edge counts as that square."""
     image_processor = getattr(processor, "image_processor", None)
     for attr in ("crop_size", "size"):
         size = getattr(image_processor, attr, None)
@@ -104,6 +105,9 @@ def processor_input_size(processor) -> tuple[int, int] | None:
         get = size.get if hasattr(size, "get") else (lambda key, s=size: getattr(s, key, None))
         if get("height") and get("width"):
             return int(get("width")), int(get("height"))
+        edge = get("shortest_edge") or get("longest_edge")
+        if edge_only_too and edge:
+            return int(edge), int(edge)
     return None
 
 
