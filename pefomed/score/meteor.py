@@ -130,14 +130,13 @@ class MeteorJob:
         self._total = 0
         if self._reason:
             return
-        # pycocoevalcap's command plus two JVM options that change no number (the jar's output is
-        # the same line for line; Java's floating point is strict): the serial collector (no GC
-        # threads competing with the Python work that runs meanwhile, half the resident memory:
-        # about 0.6 instead of 1.3 GB) and the C1 compiler only (TieredStopAtLevel=1): this JVM
-        # lives a few seconds, mostly parsing the paraphrase table, and C2's compilations cost
-        # more than they save: 3,858 MIMIC-sized segments took 10.0 s CPU and 12.9 s wall
-        # instead of 13.0 s and 16.2 s on 2 busy cores (benchmarks/bench_nlg.py, docs/benchmarks.md)
-        cmd = ["java", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-jar", "-Xmx2G", "meteor-1.5.jar", "-", "-",
+        # pycocoevalcap's command plus one JVM option that changes no number (the jar's output is
+        # the same line for line; Java's floating point is strict): the serial collector, so no GC
+        # threads compete with the Python work that runs meanwhile (and half the resident memory:
+        # about 0.6 instead of 1.3 GB). Limiting the JVM to the C1 compiler saved CPU on a busy
+        # machine but cost wall time on an idle one (3,858 MIMIC-sized segments alone: 9.4 s with
+        # C1 only, 7.5-8.0 s without, 2 idle cores), so the default compilers stay.
+        cmd = ["java", "-XX:+UseSerialGC", "-jar", "-Xmx2G", "meteor-1.5.jar", "-", "-",
                "-stdio", "-l", "en", "-norm"]
         try:
             self._proc = subprocess.Popen(cmd, cwd=_jar_dir(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
