@@ -233,6 +233,13 @@ def write_split(data_dir: str | os.PathLike, split: str, samples: list[Sample]) 
     return path
 
 
+def settings_path(pred: str | os.PathLike) -> Path:
+    """PRED.jsonl -> PRED.settings.json: what `pefomed infer` asked, beside the answers (infer
+    writes it, score's report reads it)."""
+    pred = Path(pred)
+    return pred.with_name(pred.name.removesuffix(".jsonl") + ".settings.json")
+
+
 def iter_predictions(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
     """Raw PRED.jsonl rows with their line numbers; pefomed.score validates the fields it needs."""
     yield from iter_jsonl(path)

@@ -43,6 +43,7 @@ IGNORE_INDEX = -100
 class PromptTooLong(UserError):
     """A prompt that alone (image tokens included) passes data.max_length: never cut, always refused."""
 
+
 # Processor outputs with one value per token; everything else (pixel_values, image_grid_thw, ...)
 # is per image and concatenated along the first axis.
 PER_TOKEN_KEYS = ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids", "labels")
@@ -273,8 +274,8 @@ class Collator:
             what = f"data.max_length={self.data.max_length}" if not shots else \
                 f"{limit} (data.max_length={self.data.max_length} per turn, {len(shots)} exemplars + the question)"
             raise PromptTooLong(f"sample {sample.id}: the prompt with its image tokens is {len(prompt_ids)} tokens, "
-                            f"more than {what}; image tokens are never truncated",
-                            hint="raise data.max_length or shorten the question")
+                                f"more than {what}; image tokens are never truncated",
+                                hint="raise data.max_length or shorten the question")
         per_token = {k: v[0] for k, v in enc.items() if k in PER_TOKEN_KEYS}
         others = {k: v for k, v in enc.items() if k not in per_token}
         per_token["labels"] = torch.full_like(prompt_ids, IGNORE_INDEX)

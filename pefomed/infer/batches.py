@@ -71,8 +71,10 @@ def iterate(dataset, num_workers: int, prefetch: int = 2):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # fork: the workers inherit the processor (and the model's pages, copy-on-write, never touched);
     # nothing is pickled on the way in. batch_size=None hands each item over as it is.
+    # its own generator, as training's loader: starting the workers leaves the global RNG alone
     return iter(DataLoader(dataset, batch_size=None, num_workers=num_workers, prefetch_factor=prefetch,
-                           pin_memory=torch.cuda.is_available(), multiprocessing_context="fork"))
+                           pin_memory=torch.cuda.is_available(), multiprocessing_context="fork",
+                           generator=torch.Generator().manual_seed(0)))
 
 
 class _ImageCheck:

@@ -34,6 +34,7 @@ from pefomed.infer.fewshot import Prompting, prompt_settings
 from pefomed.io import short, write_json
 from pefomed.models.source import ModelSource, load_source, resolve_source
 from pefomed.recipe import Recipe
+from pefomed.records import settings_path
 
 
 @dataclass
@@ -107,13 +108,6 @@ def _first_line(err: Exception) -> str:
         first = errors()[0]
         return f"{first['msg']} (got {first.get('input')!r})"
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-
-
-def settings_path(out: Path) -> Path:
-    """PRED.jsonl -> PRED.settings.json (what was asked, beside the answers)."""
-    out = Path(out)
-    stem = out.name[: -len(".jsonl")] if out.name.endswith(".jsonl") else out.name
-    return out.with_name(stem + ".settings.json")
 
 
 def _settings_record(out: Path) -> Path:

@@ -177,14 +177,11 @@ class FeatureCache:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        path = self.path(key)
         try:
-            tensors = load_file(path)
-        except FileNotFoundError:
-            return None
+            return load_file(self.path(key))
         except (SafetensorError, OSError, ValueError):
-            return None  # a damaged entry (a disk that lost the last write): computed and stored again
-        return tensors
+            # not stored yet, or a damaged entry (a disk that lost the last write): computed and stored again
+            return None
 
     def write(self, key: str, tensors: dict[str, torch.Tensor]) -> None:
         from safetensors.torch import save_file

@@ -15,17 +15,11 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from pefomed.records import settings_path
+
 # Lists in PRED.settings.json that hold one entry per question; the report gives their size, the
 # file keeps them (thousands of ids are no provenance a reader can take in).
 PER_QUESTION = {"exemplars": "questions with exemplars", "ranked": "questions answered by ranking"}
-
-
-def settings_path(pred: str | Path) -> Path:
-    """PRED.jsonl -> PRED.settings.json: the same rule as pefomed.infer.run.settings_path (not
-    imported: infer pulls in torch, and scoring must stay light; tests/score/test_report_html.py
-    checks the two agree)."""
-    pred = Path(pred)
-    return pred.with_name(pred.name.removesuffix(".jsonl") + ".settings.json")
 
 
 def read_pred_settings(pred: str | Path) -> tuple[dict | None, str | None]:

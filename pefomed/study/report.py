@@ -84,6 +84,7 @@ def _scored(study_dir: Path, files: list[Path], compare: list[Path] | None, opts
     import json
 
     from pefomed import __version__
+    from pefomed.errors import UserError
     from pefomed.io import read_json, sha256_file
     from pefomed.score.run import score_files
 
@@ -94,7 +95,7 @@ def _scored(study_dir: Path, files: list[Path], compare: list[Path] | None, opts
     if cached.is_file():
         try:
             return read_json(cached)
-        except Exception:  # noqa: BLE001 - a damaged cache entry is recomputed, never trusted
+        except UserError:  # a damaged entry (read_json names every way it can fail): recomputed, never trusted
             pass
     write_json(cached, score_files(files, compare=compare, **opts))
     return read_json(cached)  # the same JSON values whether fresh or kept

@@ -157,24 +157,26 @@ class TrainResult:
     engine: object  # the DeepSpeed engine (under ZeRO-3, forward through it gathers parameters)
 
 
-def check_inputs(recipe: Recipe, run_dir: Path, resume: bool) -> Path:
-    """Cheap checks before any process group, model or RUN_DIR exists; returns DATA_DIR."""
+def check_inputs(recipe: Recipe, run_dir: Path, resume: bool) -> list:
+    """Cheap checks before any process group, model or RUN_DIR exists; returns the training
+    sources (pefomed.train.plan.check_data: one DATA_DIR, or data.mix's)."""
     import torch
 
 
 
     if resume and checkpoints.latest_tag(run_dir) is None:
         raise UserError(f"{run_dir}: nothing to resume (no checkpoints/latest)")
-    data_dir = check_data(recipe)
+    sources = check_data(recipe)
     check_model_source(recipe.model)
     check_feature_cache(recipe)
     if recipe.train.precision == "fp16" and not torch.cuda.is_available():
         raise UserError("train.precision=fp16 needs a CUDA GPU; use bf16 or fp32 on this machine")
-    return data_dir
+    return sources
 
 
-def _build_model(recipe: Recipe, run_dir: Path, is_main: bool, resume: bool):
-    """Base model + method (+ the stage-1 starting point); writes recipe.yaml, trainable.json, processor/."""
+def _build_model(recipe: Recipe, run_dir: Path, is_main: bool, resume: bool, ds_config: dict | None = None):
+    """Base model + method (+ the stage-1 starting point); writes recipe.yaml, trainable.json, processor/.
+    `ds_config`: the resolved DeepSpeed config (resolved here when not given)."""
 
     cfg = recipe.train
     if is_main:
@@ -186,10 +188,12 @@ def _build_model(recipe: Recipe, run_dir: Path, is_main: bool, resume: bool):
     # bf16/fp16 runs load the frozen base in that dtype (half the host memory of fp32);
     # DeepSpeed keeps fp32 master copies of the trainable parameters. Under ZeRO-3 (not QLoRA)
     # each process loads only its partition of the base (pefomed.models.loader.load_base)
-    import torch.distributed as dist
+    if ds_config is None:
+        import torch.distributed as dist
 
+        ds_config = resolve(cfg, dist.get_world_size())
     bundle = load_base(materialize_base(recipe.model, run_dir), recipe.model, cfg.precision,
-                       deepspeed=resolve(cfg, dist.get_world_size()), method=recipe.method)
+                       deepspeed=ds_config, method=recipe.method)
     model = bundle.model
     start = StartingPoint(cfg.init_from) if cfg.init_from and not resume else None
     if start:
@@ -242,14 +246,14 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
 
 
     run_dir, cfg = Path(run_dir), recipe.train
-    data_dir = check_inputs(recipe, run_dir, resume)
+    sources = check_inputs(recipe, run_dir, resume)
     rank, world = init_distributed()
     is_main = rank == 0
     seed_everything(cfg.seed)
     ds_config = resolve(cfg, world)
     stage = zero_stage(ds_config)
-    plan = Plan.make(recipe, data_dir, world)
-    model, processor = _build_model(recipe, run_dir, is_main, resume)
+    plan = Plan.make(recipe, sources, world)
+    model, processor = _build_model(recipe, run_dir, is_main, resume, ds_config)
     # train.feature_cache: the tower is fingerprinted before DeepSpeed partitions it; under ZeRO-3
     # with several processes they agree per micro-batch whether it runs (its gathers are collective)
     feature_cache = open_feature_cache(recipe, model, run_dir, device() if stage == 3 and world > 1 else None) \

@@ -259,17 +259,9 @@ def test_large_report_files_label_a_seeded_subset(tmp_path, monkeypatch):
 
 
 def test_settings_path_rule_matches_infer():
-    import ast
-
-    import pefomed.infer
+    from pefomed.infer.run import settings_path as infer_rule
     from pefomed.score.provenance import settings_path
 
-    # infer's own function, compiled from its source: importing pefomed.infer.run loads torch (~15 s)
-    source = (Path(pefomed.infer.__file__).parent / "run.py").read_text(encoding="utf-8")
-    (func,) = [n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef) and n.name == "settings_path"]
-    namespace = {"Path": Path}
-    exec(compile(ast.Module(body=[func], type_ignores=[]), "pefomed/infer/run.py", "exec"), namespace)
-    infer_rule = namespace["settings_path"]
     for name in ("pred.jsonl", "a.b.jsonl", "answers", "x.json"):
         assert settings_path(Path("/r") / name) == infer_rule(Path("/r") / name)
 
