@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,13 @@ SHARED = REPO.parent / "shared"
 # Never reach for a model hub from a test, even by accident.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+# The tests run the installed entry points (pefomed, torchrun, deepspeed) as a user types them. When
+# pytest runs from a virtualenv that is not activated (`venv/bin/python -m pytest`), those scripts
+# sit beside the interpreter, not on PATH: put that folder first so the same install is tested.
+_BIN = str(Path(sys.executable).parent)
+if os.environ.get("PATH", "").split(os.pathsep)[0] != _BIN:
+    os.environ["PATH"] = _BIN + os.pathsep + os.environ.get("PATH", "")
 
 
 @pytest.fixture(scope="session")

@@ -33,6 +33,68 @@ def quiet_transformers() -> None:
     hf_logging.set_verbosity_error()
 
 
+def import_peft():
+    """The peft module, imported so that nothing looks for a kernel on a model hub.
+
+    Why: peft imports bitsandbytes whenever it is installed (the qlora and test extras), and
+    bitsandbytes' CPU backend, on a CPU with AVX-512 BF16, asks the `kernels` package to fetch
+    "kernels-community/quantization-bitsandbytes" from the Hugging Face hub at import time: a network
+    connection and a warning on every command, even a plain LoRA export, on a machine that must work
+    air-gapped. bitsandbytes is imported here first with `kernels` hidden, so it takes its own
+    built-in CPU kernels (the ones it falls back to anyway) without asking the hub
+    (tests/skeleton/test_offline.py). Hub kernels are used only where a recipe asks for them."""
+    import importlib.util
+    import logging
+    import sys
+
+    if "bitsandbytes" not in sys.modules and importlib.util.find_spec("bitsandbytes") is not None:
+        # the fallback is logged as a warning; it is the expected path here, not a problem
+        logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+        hidden = sys.modules.get("kernels")
+        sys.modules["kernels"] = None  # `from kernels import get_kernel` raises ImportError
+        try:
+            import bitsandbytes  # noqa: F401
+        finally:
+            if hidden is None:
+                del sys.modules["kernels"]
+            else:
+                sys.modules["kernels"] = hidden
+    import peft
+
+    return peft
+
+
+def import_submodel_classes(config) -> None:
+    """Import the modeling module of every sub-model `config` names (a LLaVA's text and vision
+    models, recursively) before any `from_pretrained` of it.
+
+    Why: transformers >= 5.2x decorates attention classes with the `kernels` package's
+    `use_kernelized_func`, which replaces `cls.__init__` once, when the module is first imported.
+    DeepSpeed's `zero.Init` (ZeRO-3 partitioned loading) wraps the `__init__` of every class defined
+    while it is open and, on exit, puts back the `__init__` it saw at class creation, i.e. the one
+    from before the decorator ran. A sub-model class first imported inside `zero.Init` (a LLaVA
+    builds its LLM with `AutoModel.from_config` there) therefore loses the decorator's `__init__`
+    but keeps its `forward`, and every instance built later in that process fails with
+    "'LlamaAttention' object has no attribute '_kernel_funcs'". Importing first keeps the class
+    whole (tests/train/test_zero3_kernelized_classes.py)."""
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    pending, seen = [config], set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        try:
+            MODEL_MAPPING[type(current)]  # the lazy mapping imports the class's module
+        except KeyError:
+            pass  # a config with no AutoModel class (BLIP-2's vision config): nothing built by name
+        for name in getattr(current, "sub_configs", {}) or {}:
+            sub = getattr(current, name, None)
+            if sub is not None and hasattr(sub, "model_type"):
+                pending.append(sub)
+
+
 def torch_dtype(precision: str):
     import torch
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from pefomed.errors import UserError
-from pefomed.models.bundle import (ModelBundle, attention_error, attention_kwargs, looks_local, quiet_transformers,
-                                   torch_dtype)
+from pefomed.models.bundle import (ModelBundle, attention_error, attention_kwargs, import_submodel_classes, looks_local,
+                                   quiet_transformers, torch_dtype)
 from pefomed.models.kinds import ModelKind, register
 from pefomed.recipe import ModelSection
 
@@ -32,7 +32,7 @@ def _materialize(section: ModelSection, run_dir: Path) -> str:
 
 def load_pretrained(source: str, section: ModelSection, precision: str = "fp32") -> ModelBundle:
     quiet_transformers()
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
     if looks_local(source) and not Path(source).expanduser().is_dir():
         raise UserError(f"model {source!r}: no such folder")
@@ -41,6 +41,8 @@ def load_pretrained(source: str, section: ModelSection, precision: str = "fp32")
     attention = attention_kwargs(section)
     try:
         processor = AutoProcessor.from_pretrained(source, trust_remote_code=section.trust_remote_code)
+        # before a ZeRO-3 load opens zero.Init (see import_submodel_classes)
+        import_submodel_classes(AutoConfig.from_pretrained(source, trust_remote_code=section.trust_remote_code))
         model = AutoModelForImageTextToText.from_pretrained(
             source, dtype=torch_dtype(precision), trust_remote_code=section.trust_remote_code, **attention)
     except OSError as err:

@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pefomed.errors import UserError
+from pefomed.models.bundle import import_peft
 from pefomed.models.components import component_of, module_prefixes, target_regex
 from pefomed.recipe import MethodSection
 
@@ -64,7 +65,7 @@ def _adapted_components(method: MethodSection) -> list[str]:
 
 
 def build_peft_config(model, method: MethodSection):
-    import peft
+    peft = import_peft()
 
     save = _projector_names(model) if method.train_projector else []
     if method.train_projector and not save:
@@ -100,11 +101,7 @@ def _train_parts(model, parts: list[str]) -> None:
 
 
 def _import_bitsandbytes():
-    import logging
-
-    # on a CPU with AVX-512 bitsandbytes offers to fetch an optional faster kernel from the hub and
-    # warns on every import when it cannot; its own kernels work, so the warning is noise here
-    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    import_peft()  # imports bitsandbytes first, without its hub-kernel lookup
     import bitsandbytes
 
     return bitsandbytes
@@ -177,7 +174,7 @@ def apply_method(model, method: MethodSection):
     """Freeze the base model and make the method's parameters trainable; returns the model to train
     (a peft model for adapter methods, the base model itself for projector / full). With
     method.quantize the LLM is quantised to 4 bits first (QLoRA)."""
-    import peft
+    peft = import_peft()
 
     check_quantize(method)
     if method.quantize and not is_quantized(model):

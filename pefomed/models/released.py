@@ -31,6 +31,7 @@ from pathlib import Path
 
 from pefomed.errors import UserError
 from pefomed.io import atomic_write, sha256_file, write_json
+from pefomed.models.bundle import import_peft
 from pefomed.models.loader import load_base, materialize_base
 from pefomed.models.run_dir import ADAPTER_DIR, PROCESSOR_DIR, RECIPE_FILE, save_trained
 from pefomed.recipe import Recipe
@@ -126,6 +127,7 @@ def import_released(checkpoint: str | Path, recipe: Recipe, out: str | Path, pre
     real module shapes), the renamed tensors placed into the adapter pefomed would train, and the
     run saved as `pefomed train` saves one. `precision`: dtype of the loaded base and so of the
     saved adapter (fp32 keeps the released fp32 LoRA/projector tensors bit for bit)."""
+    import_peft()  # bitsandbytes without its hub-kernel lookup
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
     from pefomed.models.peft_methods import apply_method

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pefomed.errors import UserError
-from pefomed.models.bundle import ModelBundle, is_partitioned
+from pefomed.models.bundle import ModelBundle, import_peft, is_partitioned
 from pefomed.models.loader import load_base, materialize_base
 from pefomed.models.peft_methods import quantize_base
 from pefomed.recipe import Recipe, load_recipe
@@ -199,6 +199,7 @@ def load_trained_weights(model, path: Path) -> None:
 def apply_trained(model, weights: TrainedWeights):
     """The base model with the run's trained weights: a PeftModel for adapters, else the base itself."""
     if weights.is_adapter:
+        import_peft()  # bitsandbytes without its hub-kernel lookup
         from peft import PeftModel
 
         return PeftModel.from_pretrained(model, weights.folder)
@@ -247,6 +248,7 @@ def save_trained(model, run_dir: Path, stage: int, rank: int, name: str | None =
     gather, then rank 0 writes to a temporary folder renamed into place. `name` overrides the
     folder name (best/ for the best evaluation so far).
     """
+    import_peft()  # bitsandbytes without its hub-kernel lookup
     from peft import PeftModel
     from safetensors.torch import save_file
 
@@ -289,6 +291,7 @@ class StartingPoint:
     def load_into_adapter(self, model) -> None:
         if not self.weights.is_adapter:
             return
+        import_peft()  # bitsandbytes without its hub-kernel lookup
         from peft import PeftModel, set_peft_model_state_dict
         from safetensors.torch import load_file
 
