@@ -9,7 +9,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
+import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -43,6 +46,146 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+# --- whole folders --------------------------------------------------------------------------------
+#
+# A folder (RUN_DIR/adapter, a DATA_DIR, an export) is written into a hidden sibling, synced, and
+# swapped in with two renames: NAME -> .NAME.old, then .NAME.new-* -> NAME, then .NAME.old is
+# deleted. rename() cannot replace a non-empty folder in one step, so there is a moment between
+# the two renames with no NAME; at that moment .NAME.old is whole, and `folder_in_place` (readers)
+# and `recover_folder` (the next writer) take it for NAME. At every instruction one whole folder,
+# old or new, is therefore findable: a kill -9 never leaves "neither".
+
+FAULT_ENV = "PEFOMED_FAULT_AT"
+_fault_ops = 0
+
+
+def _fault_point(op: str) -> None:
+    """Test hook, not a setting: with PEFOMED_FAULT_AT=N the process SIGKILLs itself just before
+    the Nth file operation of the folder swaps below (counted from 1 over the whole process), so a
+    test can stop it at every step of a swap, not only at random times (tests/robustness/
+    test_kill_folder_swap.py). Read here only; unset, it costs one dictionary lookup per step."""
+    global _fault_ops
+    at = os.environ.get(FAULT_ENV)
+    if not at:
+        return
+    _fault_ops += 1
+    if at.strip() == str(_fault_ops):
+        sys.stderr.write(f"{FAULT_ENV}={at}: killed before {op}\n")
+        sys.stderr.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def old_name(final: Path) -> Path:
+    return final.with_name(f".{final.name}.old")
+
+
+def folder_in_place(final: str | os.PathLike) -> Path:
+    """Where readers find the folder `final`: itself, or its whole old copy when a writer was
+    stopped between its two renames (the next writer puts that copy back)."""
+    final = Path(final)
+    if not final.exists() and old_name(final).is_dir():
+        return old_name(final)
+    return final
+
+
+def recover_folder(final: str | os.PathLike) -> None:
+    """Finish or undo a swap that a kill interrupted; call only as the folder's sole writer."""
+    final = Path(final)
+    old = old_name(final)
+    if not old.is_dir():
+        return
+    if final.exists():  # the new folder is in place: only the delete of the old one was cut short
+        shutil.rmtree(old, ignore_errors=True)
+    else:  # stopped between the renames: the old folder is whole, the new one was never published
+        os.rename(old, final)
+        fsync_dir(final.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems cannot sync a folder; the renames are still atomic
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in sorted(folder.rglob("*"), reverse=True):  # files before the folders that name them
+        if path.is_symlink():
+            continue
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+        elif path.is_dir():
+            fsync_dir(path)
+    fsync_dir(folder)
+
+
+def swap_in_folder(new: str | os.PathLike, final: str | os.PathLike) -> None:
+    """Make the finished folder `new` (a hidden sibling of `final`) be `final`, replacing an old
+    folder there; the caller must be the only writer of `final`."""
+    new, final = Path(new), Path(final)
+    recover_folder(final)
+    _fault_point("syncing the new folder")
+    _fsync_tree(new)  # its bytes on disk before any name points at it
+    old = None
+    if final.is_dir() and not final.is_symlink():
+        if any(final.iterdir()):
+            old = old_name(final)
+            _fault_point("moving the old folder aside")
+            os.rename(final, old)
+        else:
+            _fault_point("removing the empty folder")
+            final.rmdir()
+    _fault_point("renaming the new folder into place")
+    try:
+        os.rename(new, final)
+    except BaseException:
+        if old is not None:
+            os.rename(old, final)
+        raise
+    _fault_point("syncing the parent folder")
+    fsync_dir(final.parent)
+    if old is not None:
+        _fault_point("deleting the old folder")
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_folder(final: str | os.PathLike, sole_writer: bool = True) -> Iterator[Path]:
+    """Yield an empty hidden sibling of `final` to fill; on success it becomes `final` whole
+    (`swap_in_folder`), on an error it is deleted. As the sole writer (under the caller's lock),
+    temporary folders that killed writers left beside `final` are deleted first."""
+    final = Path(final)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if sole_writer:
+            recover_folder(final)
+            for stale in final.parent.glob(f".{_glob_escape(final.name)}.new-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+        new = Path(tempfile.mkdtemp(prefix=f".{final.name}.new-", dir=final.parent))
+    except OSError as err:
+        raise UserError(f"{final}: cannot write ({err.strerror or err})") from None
+    try:
+        yield new
+        os.chmod(new, 0o777 & ~_umask())  # mkdtemp's folder is private (0700)
+        swap_in_folder(new, final)
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+
+
+def _glob_escape(name: str) -> str:
+    import glob
+
+    return glob.escape(name)
 
 
 def _umask() -> int:
@@ -153,9 +296,23 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
     return obj
 
 
+def _finite_float(text: str) -> float:
+    # json.loads turns 1e400 into inf without a word (allow_nan guards only the NaN/Infinity
+    # words); an infinite score, size or confidence would poison every mean computed from it
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} overflows to infinity")
+    return value
+
+
+def loads_strict(text: str) -> Any:
+    """json.loads with every file's rules: no NaN/Infinity, no number that overflows, no repeated key."""
+    return json.loads(text, parse_constant=_reject_nan, parse_float=_finite_float, object_pairs_hook=_unique_keys)
+
+
 def _loads(text: str, where: str, add_line: bool = False) -> Any:
     try:
-        return json.loads(text, parse_constant=_reject_nan, object_pairs_hook=_unique_keys)
+        return loads_strict(text)
     except (json.JSONDecodeError, ValueError) as err:
         line = getattr(err, "lineno", None)
         at = f"{where}:{line}" if line and add_line else where

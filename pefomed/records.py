@@ -10,6 +10,7 @@ import hashlib
 import io
 import os
 import re
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -168,6 +169,68 @@ def read_manifest(data_dir: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
+IMAGE_DIGESTS = "image_digests.jsonl"  # one {"path", "size", "sha256"} line per image, written by prepare
+_verified: set[tuple[str, str, str]] = set()  # (DATA_DIR, digests sha256, split) checked in this process
+_noted: set[str] = set()
+
+
+def image_digest(data_dir: Path, rel: str) -> dict[str, Any]:
+    path = Path(data_dir) / rel
+    return {"path": rel, "size": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def verify_images(data_dir: str | os.PathLike, manifest: dict, split: str, samples: list[Sample]) -> None:
+    """The images `samples` read, checked against the size and sha256 prepare recorded for each
+    (once per DATA_DIR and split in a process): a replaced or edited image is refused, naming it.
+    A DATA_DIR written before digests existed is checked by count only, said once."""
+    data_dir = Path(data_dir)
+    entry = manifest.get("image_digests")
+    if entry is None:
+        if str(data_dir) not in _noted:
+            _noted.add(str(data_dir))
+            sys.stderr.write(f"note: {data_dir} has no image digests (prepared by an older pefomed or by hand); its "
+                             f"images are checked by count only; rerun `pefomed prepare` to have them verified\n")
+        return
+    where = data_dir / MANIFEST
+    if not isinstance(entry, dict) or entry.get("file") != IMAGE_DIGESTS or not isinstance(entry.get("sha256"), str):
+        raise UserError(f"{where}: image_digests must be {{\"file\": \"{IMAGE_DIGESTS}\", \"sha256\": ...}}; the "
+                        f"manifest was edited after prepare", hint="rerun `pefomed prepare --overwrite`")
+    mark = (str(data_dir.resolve()), entry["sha256"], split)
+    if mark in _verified:
+        return
+    path = data_dir / IMAGE_DIGESTS
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({err.strerror or err}); the DATA_DIR is incomplete",
+                        hint="rerun `pefomed prepare --overwrite`") from None
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise UserError(f"{path}: changed since prepare wrote it (its sha256 is not the one in {MANIFEST})",
+                        hint="rerun `pefomed prepare --overwrite`")
+    recorded = {row.get("path"): row for _, row in iter_jsonl_lines(path, io.BytesIO(data))}
+    if entry.get("images") is not None and entry["images"] != len(recorded):
+        raise UserError(f"{where}: image_digests.images is {short(entry['images'], 40)}, {IMAGE_DIGESTS} lists "
+                        f"{len(recorded)}; the manifest was edited after prepare", hint="rerun `pefomed prepare --overwrite`")
+    for sample in samples:
+        for rel in sample.images:
+            row = recorded.get(rel)
+            image = data_dir / rel
+            if row is None:
+                raise UserError(f"{data_dir / (split + '.jsonl')}: id {clip(sample.id)}: image {short(rel, 80)} has no "
+                                f"digest in {IMAGE_DIGESTS} (added after prepare?)", hint="rerun `pefomed prepare --overwrite`")
+            try:
+                size = image.stat().st_size
+                actual = sha256_file(image) if size == row.get("size") else None
+            except OSError as err:
+                raise UserError(f"{image}: cannot read ({err.strerror or err}); the DATA_DIR is incomplete",
+                                hint="rerun `pefomed prepare --overwrite`") from None
+            if actual != row.get("sha256"):
+                raise UserError(f"{image}: changed since prepare wrote it ({'size' if actual is None else 'sha256'} "
+                                f"differs from {IMAGE_DIGESTS}); refusing to train or infer on a replaced image",
+                                hint="rerun `pefomed prepare --overwrite`")
+    _verified.add(mark)
+
+
 def read_split(data_dir: str | os.PathLike, split: str) -> list[Sample]:
     """Read DATA_DIR/{split}.jsonl, checked against the manifest: the file's sha256 must be the
     one `prepare` recorded (a file changed or half-rewritten since is refused, naming it), ids
@@ -188,6 +251,12 @@ def read_split(data_dir: str | os.PathLike, split: str) -> list[Sample]:
     expected = entry.get("sha256") if isinstance(entry, dict) else None
     if not isinstance(expected, str):
         raise UserError(f"{data_dir / MANIFEST}: splits.{split} has no sha256")
+    # the split is always read from DATA_DIR/{split}.jsonl; a manifest that names another file
+    # ("../other/train.jsonl", an absolute path) was edited by hand and vouches for nothing here
+    if entry.get("file", path.name) != path.name:
+        raise UserError(f"{data_dir / MANIFEST}: splits.{split}.file is {short(entry.get('file'), 80)}, expected "
+                        f"{path.name!r} (a split file inside the DATA_DIR); the manifest was edited after prepare",
+                        hint="rerun `pefomed prepare --overwrite`")
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -210,6 +279,12 @@ def read_split(data_dir: str | os.PathLike, split: str) -> list[Sample]:
         samples.append(sample)
     if not samples:
         raise UserError(f"{path}: the split is empty")
+    count = entry.get("samples")
+    if count is not None and (isinstance(count, bool) or count != len(samples)):
+        raise UserError(f"{data_dir / MANIFEST}: splits.{split}.samples is {short(count, 40)}, but {path.name} holds "
+                        f"{len(samples)} samples; the manifest was edited after prepare",
+                        hint="rerun `pefomed prepare --overwrite`")
+    verify_images(data_dir, manifest, split, samples)
     return samples
 
 
@@ -241,5 +316,22 @@ def settings_path(pred: str | os.PathLike) -> Path:
 
 
 def iter_predictions(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Raw PRED.jsonl rows with their line numbers; pefomed.score validates the fields it needs."""
-    yield from iter_jsonl(path)
+    """Raw PRED.jsonl rows with their line numbers; pefomed.score validates the fields it needs.
+    The optional container fields are checked here, where present: a falsy value of the wrong type
+    (`"images": ""`, `"meta": ""`) must not read as "none" the way `raw.get(key) or []` would."""
+    for lineno, raw in iter_jsonl(path):
+        where = f"{path}:{lineno}"
+        for key, kind, what in (("images", list, "a list of image paths"), ("meta", dict, "an object"),
+                                ("predictions", list, "a non-empty list of answer strings"),
+                                ("references", list, "a non-empty list of reference strings")):
+            if key not in raw or raw[key] is None:
+                continue
+            value = raw[key]
+            if not isinstance(value, kind) or (kind is list and not all(isinstance(x, str) for x in value)) \
+                    or (key in ("predictions", "references") and not value):
+                raise UserError(f"{where}: field '{key}' must be {what}, got {_kind_of(value)} {short(value, 60)}")
+        yield lineno, raw
+
+
+def _kind_of(value: Any) -> str:
+    return "true/false" if isinstance(value, bool) else "a list" if isinstance(value, list) else type(value).__name__

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import math
 import os
 from dataclasses import dataclass
@@ -144,6 +145,11 @@ def check(summary: dict) -> None:
                     hint="raise data.max_length, or shorten those prompts; found before step 1 by the length pre-pass")
 
 
+def _digest(key: str, summary: dict) -> str:
+    """sha256 of the key and the summary as canonical JSON: what a reader checks before trusting it."""
+    return hashlib.sha256(json.dumps({"key": key, "summary": summary}, sort_keys=True).encode()).hexdigest()
+
+
 def length_budget(samples, collator, max_length: int, num_workers: int, cache: Path, key: str, where: str) -> dict:
     """The split's token budget: read from `cache` when its key matches, else measured and written
     there. Raises the over-long-prompt error (after writing the summary, so other processes and a
@@ -154,12 +160,17 @@ def length_budget(samples, collator, max_length: int, num_workers: int, cache: P
         except (OSError, ValueError):
             stored = None
         if isinstance(stored, dict) and stored.get("key") == key:
-            check(stored["summary"])
-            return stored["summary"]
+            summary = stored.get("summary")
+            if isinstance(summary, dict) and stored.get("sha256") == _digest(key, summary):
+                check(summary)
+                return summary
+            # edited after it was written (or written without a digest): a summary whose too_long
+            # list was emptied would let over-long prompts through, so it is measured again
+            sys.stderr.write(f"warning: {cache}: its content does not match its sha256; measuring the split again\n")
     lengths, too_long = _measure(samples, collator, num_workers)
     summary = summarise(lengths, too_long, max_length, where)
     with atomic_write(cache) as handle:
-        json.dump({"key": key, "summary": summary}, handle, indent=1)
+        json.dump({"key": key, "summary": summary, "sha256": _digest(key, summary)}, handle, indent=1)
     check(summary)
     return summary
 

@@ -34,8 +34,9 @@ from pefomed.data.formats import EMBEDDED, PrepareOptions, SourceSplits, get_rea
 from pefomed.data.formats._common import parse_fractions, seeded_split
 from pefomed.data.images import load_image
 from pefomed.errors import UserError
-from pefomed.io import atomic_write, check_unicode, clip, read_json, sha256_file, short, write_json, write_jsonl
-from pefomed.records import MANIFEST, SPLITS, Sample
+from pefomed.io import (atomic_write, check_unicode, clip, read_json, sha256_file, short, swap_in_folder, write_json,
+                        write_jsonl)
+from pefomed.records import IMAGE_DIGESTS, MANIFEST, SPLITS, Sample, image_digest
 
 MANIFEST_VERSION = 1
 
@@ -242,39 +243,10 @@ def _verify(staging: Path, manifest: dict, by_rel: dict) -> None:
         raise RuntimeError(f"images not written: {missing[:5]}")
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _swap_in(staging: Path, out: Path) -> None:
-    """Rename the finished staging folder to `out`, replacing an old DATA_DIR there."""
-    _fsync_dir(staging)
-    old = None
-    if out.is_dir():
-        if any(out.iterdir()):
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-{os.getpid()}-", dir=out.parent))
-            os.replace(out, old / "data")  # a rename: `out` is now absent, never half-replaced
-        else:
-            out.rmdir()
-    try:
-        os.rename(staging, out)
-    except BaseException:
-        if old is not None:
-            os.replace(old / "data", out)
-            shutil.rmtree(old, ignore_errors=True)
-        raise
-    _fsync_dir(out.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    """Rename the finished staging folder to `out`, replacing an old DATA_DIR there: pefomed.io's
+    one folder swap, so a kill at any instruction leaves the old or the new DATA_DIR whole."""
+    swap_in_folder(staging, out)
 
 
 def prepare(source: str | Path, fmt: str, out: str | Path, options: PrepareOptions | None = None,
@@ -420,6 +392,11 @@ def _write(out: Path, kept, by_rel, hashes, infos, per_sample, skipped, read, fm
             write_jsonl(path, (s.to_dict() for s in kept[split]))
             split_files[split] = {"file": path.name, "sha256": sha256_file(path), "samples": len(kept[split])}
 
+    # size and sha256 of every image as written here (after any conversion): train and infer check
+    # the images they read against this before they start (pefomed.records.verify_images)
+    digests = write_jsonl(out / IMAGE_DIGESTS, (image_digest(out, rel) for rel in sorted(by_rel)))
+    image_digests = {"file": IMAGE_DIGESTS, "sha256": sha256_file(out / IMAGE_DIGESTS), "images": digests}
+
     bad = [infos[k] for k in sorted({k for ks in per_sample.values() for k in ks}) if infos[k].reason]
     counts = summarize(kept, out, hashes)
     counts["images_missing"] = sum(1 for i in bad if i.reason == "image not found")
@@ -438,6 +415,7 @@ def _write(out: Path, kept, by_rel, hashes, infos, per_sample, skipped, read, fm
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in sorted(vars(options).items())},
         "image_options": vars(images),
         "splits": split_files,
+        "image_digests": image_digests,
         "counts": counts,
         "notes": notes,
         "skipped": skipped,

@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 
 from pefomed.errors import UserError
-from pefomed.io import write_json
+from pefomed.io import swap_in_folder, write_json
 from pefomed.models import run_dir as run_layout
 from pefomed.models.bundle import quiet_transformers, torch_dtype
 from pefomed.models.kinds import kind_of
@@ -293,9 +293,7 @@ def _assemble(run: Run, recipe, out: Path, merge: bool, dtype: str) -> Path:
         })
         _publishable_modes(tmp)
         check_out_dir(out)  # nobody filled it while we worked
-        if out.is_dir():
-            out.rmdir()  # rename() cannot replace a directory, not even an empty one, on every OS
-        os.replace(tmp, out)
+        swap_in_folder(tmp, out)  # pefomed.io's one folder swap (an empty `out` is removed first)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(tmp)

@@ -107,6 +107,7 @@ def _question_rows(path: Path):
     """(line number, {column: value}) of a CSV (with a header) or JSONL questions file."""
     import csv
 
+    from pefomed.data.formats._common import check_csv_header
     from pefomed.io import iter_jsonl
 
     suffix = path.suffix.lower()
@@ -121,8 +122,10 @@ def _question_rows(path: Path):
         raise UserError(f"--questions {path}: cannot read ({err.strerror or err})") from None
     with handle:
         try:
-            reader = csv.DictReader(handle)
+            # strict: an unterminated quote is an error, not one field that swallows the rest of the file
+            reader = csv.DictReader(handle, strict=True)
             header = reader.fieldnames or []
+            check_csv_header(path, header)
             missing = [c for c in _NEEDED if c not in header]
             if missing:
                 raise UserError(f"{path}:1: the header has no {' or '.join(repr(c) for c in missing)} column "

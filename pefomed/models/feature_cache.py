@@ -130,6 +130,21 @@ def _tensor_bytes(tensor: torch.Tensor):
     return memoryview(tensor.reshape(-1).view(torch.uint8).numpy())
 
 
+DIGEST_KEY = "pefomed.blake2b"  # safetensors metadata: content_digest of the entry's tensors
+
+
+def content_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """blake2b of an entry's tensors (names, dtypes, shapes, bytes), stored with it and checked
+    on every read. Not a secret: it catches an entry changed after it was stored (by hand, a tool,
+    a disk), not someone who recomputes it; blake2b is the cheapest strong hash in hashlib."""
+    digest = hashlib.blake2b(digest_size=32)
+    for name in sorted(tensors):
+        tensor = tensors[name]
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(_tensor_bytes(tensor))
+    return digest.hexdigest()
+
+
 def fingerprint(family: str, tower, layers, attn_implementation: str) -> str:
     """sha256 of what decides the tower's output for given pixels: its family and class, config,
     kernel, dtype, selected layer(s), and every parameter and buffer (gathered one by one when
@@ -165,6 +180,7 @@ class FeatureCache:
         self._keys: list[str] | None = None
         self._stored: list[dict | None] = []
         self._force = False
+        self._layout: dict | None = None  # {name: (per-image shape, dtype)} of the tower's output, once seen
         self._uninstall = lambda: None
 
     # ----------------------------------------------------------------- storage
@@ -173,15 +189,38 @@ class FeatureCache:
         return self.root / key[:2] / f"{key}.safetensors"
 
     def read(self, key: str) -> dict | None:
-        """The stored tensors of `key`, or None (not stored yet, or unreadable)."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+        """The stored tensors of `key`, or None (not stored yet, unreadable, or not matching the
+        content digest it was stored with: computed and stored again, never used)."""
+        from safetensors import SafetensorError, safe_open
 
+        path = self.path(key)
         try:
-            return load_file(self.path(key))
-        except (SafetensorError, OSError, ValueError):
-            # not stored yet, or a damaged entry (a disk that lost the last write): computed and stored again
+            with safe_open(str(path), framework="pt") as handle:
+                recorded = (handle.metadata() or {}).get(DIGEST_KEY)
+                tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+        except FileNotFoundError:
             return None
+        except (SafetensorError, OSError, ValueError, RuntimeError):
+            # a damaged entry (a disk that lost the last write): computed and stored again
+            self._distrust(path, "unreadable")
+            return None
+        if recorded is None or recorded != content_digest(tensors):
+            # rewritten after it was stored (or by a pefomed without digests): valid tensors of the
+            # right shape would otherwise train the run on features its tower never produced
+            self._distrust(path, "no content digest" if recorded is None else "content does not match its digest")
+            return None
+        return tensors
+
+    def _distrust(self, path: Path, why: str) -> None:
+        self.distrusted = getattr(self, "distrusted", 0) + 1
+        if self.distrusted <= 5:
+            import sys
+
+            sys.stderr.write(f"warning: feature cache entry {path}: {why}; recomputing it from the image\n")
+        elif self.distrusted == 6:
+            import sys
+
+            sys.stderr.write("warning: more feature cache entries failed their check; recomputing them too\n")
 
     def write(self, key: str, tensors: dict[str, torch.Tensor]) -> None:
         from safetensors.torch import save_file
@@ -191,7 +230,8 @@ class FeatureCache:
         # unique per writer, renamed into place whole: a reader sees no file or the whole file
         temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         try:
-            save_file({name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}, str(temporary))
+            tensors = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
+            save_file(tensors, str(temporary), metadata={DIGEST_KEY: content_digest(tensors)})
             os.replace(temporary, path)
         finally:
             temporary.unlink(missing_ok=True)
@@ -205,7 +245,11 @@ class FeatureCache:
         process under ZeRO-3)."""
         ahead = stored or [None] * len(keys or ())
         self._stored = [entry if entry is not None else self.read(key) for key, entry in zip(keys or (), ahead)]
-        missing = any(entry is None for entry in self._stored)
+        # an entry whose names, shapes or dtypes are not the tower's output is a miss; until this
+        # process has seen the tower's output once, its first armed micro-batch runs the tower
+        # (stored values are still the ones used), so that layout is known, not guessed
+        self._stored = [entry if entry is not None and self._fits(entry) else None for entry in self._stored]
+        missing = any(entry is None for entry in self._stored) or (keys is not None and self._layout is None)
         if self.sync_device is not None:  # every process takes part, with or without images
             import torch.distributed as dist
 
@@ -241,9 +285,10 @@ class FeatureCache:
                     for name in stored[0]}
         computed = compute(pixel_values)
         names = set(computed)
+        self._layout = {name: (tuple(value.shape[1:]), value.dtype) for name, value in computed.items()}
         out = {name: list(value.unbind(0)) for name, value in computed.items()}
         for i, (key, entry) in enumerate(zip(keys, stored)):
-            if entry is not None and set(entry) == names:
+            if entry is not None and self._fits(entry):
                 self.hits += 1
                 for name in names:
                     out[name][i] = entry[name].to(computed[name].device)
@@ -251,6 +296,14 @@ class FeatureCache:
                 self.misses += 1
                 self.write(key, {name: computed[name][i] for name in names})
         return {name: torch.stack(values) for name, values in out.items()}
+
+    def _fits(self, entry: dict) -> bool:
+        """The entry has the names, shapes and dtypes of the tower's output (per image): one of
+        another shape is recomputed, not stacked into a traceback; unknown layout: not yet judged."""
+        if self._layout is None:
+            return True
+        return set(entry) == set(self._layout) and all(
+            (tuple(entry[name].shape), entry[name].dtype) == self._layout[name] for name in self._layout)
 
     def take_counts(self) -> tuple[int, int]:
         """(hits, misses) of this process since the last call."""

@@ -60,12 +60,19 @@ def read_released(path: str | Path) -> tuple[dict, dict]:
         raise UserError(f"{path}: refused: loading it needs arbitrary unpickling (it names Python objects beyond "
                         f"tensors and plain containers, which could run code); pefomed loads checkpoints with "
                         f"torch.load(weights_only=True) only ({first})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise UserError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError,
+            UnicodeDecodeError, MemoryError, RecursionError) as err:
+        # a text or other non-pickle file fails inside the unpickler with whatever byte it met
+        # (a text file starting with "e": KeyError: 101); all of them mean "not a checkpoint"
+        raise UserError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: "
+                        f"{str(err)[:200]})") from None
     state = obj.get("model") if isinstance(obj, dict) and isinstance(obj.get("model"), dict) else obj
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"{path}: expected a dict of tensors, or a dict with the tensors under 'model' (the released "
                         f"runner's layout)")
+    odd = next((k for k in state if not isinstance(k, str)), None)
+    if odd is not None or any(not isinstance(k, str) for k in state):
+        raise UserError(f"{path}: weight names must be strings, got the {type(odd).__name__} key {odd!r:.60}")
     config = obj.get("config") if isinstance(obj, dict) and isinstance(obj.get("config"), dict) else {}
     return state, config
 

@@ -22,12 +22,12 @@ carries its model args.
 from __future__ import annotations
 
 import os
-import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from pefomed.errors import UserError
+from pefomed.io import atomic_folder, folder_in_place, old_name, recover_folder
 from pefomed.models.bundle import ModelBundle, import_peft, is_partitioned
 from pefomed.models.loader import load_base, materialize_base
 from pefomed.models.peft_methods import quantize_base
@@ -86,7 +86,8 @@ def holds_a_run(run_dir: Path) -> bool:
     """True once a run has saved something worth keeping (a checkpoint or trained weights); a run
     that failed before its first checkpoint may simply be started again in the same folder."""
     run_dir = Path(run_dir)
-    return any((run_dir / name).exists() for name in (f"{CHECKPOINTS_DIR}/latest", ADAPTER_DIR, WEIGHTS_DIR))
+    return any((run_dir / name).exists() or old_name(run_dir / name).exists()
+               for name in (f"{CHECKPOINTS_DIR}/latest", ADAPTER_DIR, WEIGHTS_DIR))
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,9 @@ class TrainedWeights:
 
     @classmethod
     def find(cls, folder: Path) -> "TrainedWeights | None":
-        """The trained weights saved directly in `folder` (an adapter/, weights/ or best/ folder)."""
+        """The trained weights saved directly in `folder` (an adapter/, weights/ or best/ folder),
+        or in its whole old copy when a save was killed between its renames (pefomed.io)."""
+        folder = folder_in_place(folder)
         if (folder / ADAPTER_CONFIG).is_file():
             return cls(folder, True)
         if (folder / WEIGHTS_FILE).is_file():
@@ -257,18 +260,21 @@ def save_trained(model, run_dir: Path, stage: int, rank: int, name: str | None =
     state = trainable_state_dict(model, stage)
     if rank != 0:
         return out_dir
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    if is_peft:
-        model.save_pretrained(tmp, state_dict=state)
-    else:
-        tmp.mkdir(parents=True)
-        save_file({k: v.contiguous() for k, v in state.items()}, tmp / WEIGHTS_FILE)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
+    # pefomed.io.atomic_folder: a kill at any instruction leaves the old folder (or none) or the
+    # new one whole, never a run whose last checkpoint is final but whose weights are half there;
+    # rank 0 holds RUN_DIR's lock (exclusive), so it may clear what killed saves left behind
+    with atomic_folder(out_dir, sole_writer=True) as tmp:
+        if is_peft:
+            model.save_pretrained(tmp, state_dict=state)
+        else:
+            save_file({k: v.contiguous() for k, v in state.items()}, tmp / WEIGHTS_FILE)
     return out_dir
+
+
+def recover_saved(run_dir: Path) -> None:
+    """As RUN_DIR's writer: finish or undo the folder swaps a killed save left half done."""
+    for name in (ADAPTER_DIR, WEIGHTS_DIR, BEST_DIR):
+        recover_folder(Path(run_dir) / name)
 
 
 class StartingPoint:

@@ -28,7 +28,7 @@ from pefomed.models.feature_cache import check_recipe as check_feature_cache
 from pefomed.models.feature_cache import open_feature_cache, write_summary
 from pefomed.models.loader import check_model_source, load_base, materialize_base, torch_dtype
 from pefomed.models.peft_methods import apply_method
-from pefomed.models.run_dir import StartingPoint, save_trained
+from pefomed.models.run_dir import StartingPoint, TrainedWeights, recover_saved, save_trained
 from pefomed.recipe import Recipe
 from pefomed.train import checkpoints
 from pefomed.train.deepspeed_config import resolve, zero_stage
@@ -266,8 +266,25 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
         progress = checkpoints.load_checkpoint(engine, run_dir, rank)
         step, micro = progress["step"], progress["micro"]
         if step >= plan.total_steps:
-            raise UserError(f"{run_dir}: the run finished at step {step} of {plan.total_steps}; nothing to resume",
-                            hint="its trained weights are in " + str(run_dir))
+            if is_main:
+                recover_saved(run_dir)  # a save killed between its renames: its old folder back in place
+            if TrainedWeights.of_run(run_dir) is not None:
+                raise UserError(f"{run_dir}: the run finished at step {step} of {plan.total_steps}; nothing to resume",
+                                hint="its trained weights are in " + str(run_dir))
+            # killed after the final checkpoint but before its weights were saved: the checkpoint
+            # holds exactly the model they would have been saved from, so save them now
+            if feature_cache:
+                feature_cache.close()
+            if is_main:
+                console.print(f"{run_dir}: finished at step {step} but its trained weights were not saved; "
+                              f"saving them from checkpoint {checkpoints.latest_tag(run_dir)}")
+            saved = save_trained(engine.module, run_dir, stage, rank)
+            if is_main:
+                write_json(run_dir / run_dir_layout.LAST_JSON, {"step": step,
+                                                               "checkpoint": checkpoints.latest_tag(run_dir),
+                                                               "saved": saved.name})
+            barrier()
+            return TrainResult(run_dir=run_dir, saved=saved, model=engine.module, engine=engine)
         if is_main:
             console.print(f"resuming {run_dir} from step {step} of {plan.total_steps} "
                           f"(checkpoint {checkpoints.latest_tag(run_dir)})")

@@ -82,7 +82,7 @@ def _tower_blocks(model):
 def test_cached_forward_is_the_computed_one_and_skips_the_tower(kind, tmp_path, spot_data, composed_parts):
     from pefomed.data.collate import Collator
     from pefomed.data.train_batches import pixel_keys
-    from pefomed.models.feature_cache import open_feature_cache
+    from pefomed.models.feature_cache import DIGEST_KEY, content_digest, open_feature_cache
     from pefomed.records import read_split
 
     recipe, bundle, peft_model = _bundle(kind, tmp_path, spot_data, composed_parts)
@@ -108,18 +108,23 @@ def test_cached_forward_is_the_computed_one_and_skips_the_tower(kind, tmp_path, 
         files = sorted(cache.root.glob("*/*.safetensors"))
         assert len(files) == 3 and {f.stem for f in files} == set(keys)
         tower_dtype = next(model.parameters()).dtype
-        for file in files:  # the stored tensors are what the next hit uses
+        for file in files:  # rewritten with valid tensors of the right shape: fails its digest, recomputed
             stored = load_file(file)
             assert all(t.dtype == tower_dtype for t in stored.values())
             save_file({name: torch.zeros_like(t) for name, t in stored.items()}, str(file))
         with cache.serving(keys):
+            assert torch.equal(model(**batch).logits, plain) and len(runs) == 3
+        for file in files:  # the stored tensors, digest and all, are what the next hit uses
+            zeros = {name: torch.zeros_like(t) for name, t in load_file(file).items()}
+            save_file(zeros, str(file), metadata={DIGEST_KEY: content_digest(zeros)})
+        with cache.serving(keys):
             zeroed = model(**batch).logits
-        assert not torch.allclose(zeroed, plain, atol=1e-3)
+        assert not torch.allclose(zeroed, plain, atol=1e-3) and len(runs) == 3
         with cache.serving(None):  # no keys (evaluation, generation): the tower runs
             assert torch.equal(model(**batch).logits, plain)
 
         cache.close()
-        assert torch.equal(model(**batch).logits, plain) and len(runs) == 4
+        assert torch.equal(model(**batch).logits, plain) and len(runs) == 5
 
 
 # ------------------------------------------------------------------ training

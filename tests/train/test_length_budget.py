@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from pefomed.records import read_split, write_split
+from pefomed.data.length_budget import _digest
 
 
 def pefomed(*args):
@@ -85,9 +86,28 @@ def test_kept_in_run_dir_and_read_back_when_the_key_matches(demo_data, processor
     length_budget(samples, collator, 256, 0, cache, "key-1", where="train")
     stored = json.loads(cache.read_text())
     stored["summary"]["samples"] = -1  # marks the stored copy: a read returns it, a new measurement does not
+    stored["sha256"] = _digest("key-1", stored["summary"])  # as if written so
     cache.write_text(json.dumps(stored))
     assert length_budget(samples, collator, 256, 0, cache, "key-1", where="train")["samples"] == -1
     assert length_budget(samples, collator, 256, 0, cache, "key-2", where="train")["samples"] == len(samples)
+
+
+def test_an_edited_budget_is_measured_again_not_trusted(demo_data, processor_and_recipe, tmp_path, capfd):
+    """Emptying too_long by hand would let over-long prompts through: the digest catches it."""
+    from pefomed.data.collate import Collator
+    from pefomed.data.length_budget import length_budget
+
+    recipe, processor = processor_and_recipe
+    samples = read_split(demo_data, "train")
+    collator = Collator(processor, recipe.data, demo_data, train=True)
+    cache = tmp_path / "lb.json"
+    length_budget(samples, collator, 256, 0, cache, "key-1", where="train")
+    stored = json.loads(cache.read_text())
+    stored["summary"]["samples"] = -1  # edited, digest left as it was
+    cache.write_text(json.dumps(stored))
+    assert length_budget(samples, collator, 256, 0, cache, "key-1", where="train")["samples"] == len(samples)
+    assert "does not match its sha256" in capfd.readouterr().err
+    assert json.loads(cache.read_text())["summary"]["samples"] == len(samples)  # rewritten whole
 
 
 def test_answers_that_will_be_cut_are_counted(demo_data, processor_and_recipe, tmp_path):

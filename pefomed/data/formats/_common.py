@@ -42,8 +42,10 @@ def clean(value: Any, where: str = "", key: str = "field") -> str | None:
     Numbers become their text (VQA-RAD ids and answers are JSON numbers); a list or an object
     is an error naming the field: str() would turn ["a", "b"] into the text "['a', 'b']".
     """
-    if value is None or isinstance(value, bool):
+    if value is None:
         return None
+    if isinstance(value, bool):  # `"image_organ": true` is a broken record, not a missing organ
+        raise UserError(f"{where or 'a record'}: '{key}' must be text, got true/false {short(value, 60)}")
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if not isinstance(value, (str, int, float)):
@@ -139,6 +141,17 @@ def seeded_split(groups: dict[str, list[Sample]], fractions: tuple[float, float,
     return {s: v for s, v in out.items() if v}
 
 
+def check_csv_header(path: Path, header: list[str]) -> None:
+    """Refuse a header that names a column twice: csv.DictReader keeps the last of the two cells
+    without a word, so a second `Question` column would silently replace the first."""
+    seen: dict[str, int] = {}
+    for column, name in enumerate(header, start=1):
+        if name in seen:
+            raise UserError(f"{path}:1: column {name!r} appears twice in the header (columns {seen[name]} and "
+                            f"{column}); rename or remove one")
+        seen[name] = column
+
+
 def read_csv_rows(path: Path, delimiter: str = ",") -> Iterator[tuple[int, dict[str, str]]]:
     """(line number, row) for each CSV row; ragged rows and bad encodings name the line."""
     try:
@@ -152,6 +165,7 @@ def read_csv_rows(path: Path, delimiter: str = ",") -> Iterator[tuple[int, dict[
         if not reader.fieldnames:
             raise UserError(f"{path}: empty CSV (no header line)")
         header = [h.strip() for h in reader.fieldnames]
+        check_csv_header(path, header)
         reader.fieldnames = header
         for row in reader:
             line = reader.line_num

@@ -16,6 +16,7 @@ An image without a sidecar is an error naming it (skipped and listed with --skip
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -136,12 +137,21 @@ def read_csv(source: Path, options: PrepareOptions) -> SourceSplits:
 def read_folder(source: Path, options: PrepareOptions) -> SourceSplits:
     if not source.is_dir():
         raise UserError(f"{source}: not a folder (folder expects images with sidecar .txt reports)")
-    files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
+    named = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = [p for p in named if p.is_file()]
+    # an image name that is a link to nothing (dangling, or a loop: is_file() is False for both)
+    # is a sample the user meant to include: listed as skipped, or refused, never dropped unseen
+    broken = [p for p in named if p.is_symlink() and not p.exists()]
+    if not files and not broken:
         raise UserError(f"{source}: no images (.jpg, .jpeg, .png, .dcm) found")
     by_split: dict[str | None, list[Sample]] = {}
     skipped: list[dict[str, str]] = []
     problems = []
+    for link in broken:
+        sample_id = link.relative_to(source).with_suffix("").as_posix()
+        reason = f"symbolic link to a missing file or a link loop ({link} -> {short(os.readlink(link), 80)})"
+        problems.append(f"{sample_id}: {reason}")
+        skipped.append({"id": sample_id, "reason": reason})
     for image in files:
         rel = image.relative_to(source)
         sidecar = image.with_suffix(".txt")
@@ -162,7 +172,7 @@ def read_folder(source: Path, options: PrepareOptions) -> SourceSplits:
         split = next((split_of(p) for p in rel.parts[:-1] if split_of(p)), None)
         by_split.setdefault(split, []).append(Sample(id=sample_id, task="report", images=[str(image)], answer=report))
     if problems and not options.skip_bad:
-        raise UserError(f"{len(problems)} image(s) without a report:\n  " + "\n  ".join(problems[:20]),
-                        hint="add NAME.txt beside each image, or pass --skip-bad to skip them")
+        raise UserError(f"{len(problems)} image(s) without a report or a readable file:\n  " + "\n  ".join(problems[:20]),
+                        hint="add NAME.txt beside each image, fix the links, or pass --skip-bad to skip them")
     notes: dict[str, object] = {}
     return SourceSplits(splits=_finish(by_split, options, notes), root=source, skipped=skipped, notes=notes)
