@@ -85,6 +85,17 @@ def _command_of(args: list[str]) -> list[str]:
     return [a for a in args if a in commands][:1]
 
 
+def _flags_of(args: list[str]) -> dict[str, str]:
+    """{parameter name: its long flag} of the command in `args` (`num_beams` -> `--num-beams`):
+    how a key named by a library error is spelled for the user who typed this command."""
+    name = _command_of(args)
+    if not name:
+        return {}
+    command = typer.main.get_command(app).commands.get(name[0])
+    return {param.name: max(param.opts, key=len) for param in getattr(command, "params", ())
+            if param.name and any(opt.startswith("--") for opt in param.opts)}
+
+
 def _interrupted() -> int:
     if interrupt_explained():  # the command said what it kept
         return 130
@@ -123,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         if debug:
             raise
-        _error(str(exc))
+        _error(exc.naming_flags(_flags_of(args)))
         return 2
     except KeyboardInterrupt:
         return _interrupted()

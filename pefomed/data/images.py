@@ -43,12 +43,17 @@ def max_pixels_default() -> int:
     return value
 
 
+# every caller has the environment variable; prepare also has its own setting (max_image_pixels),
+# which its summary of bad images names (data/prepare.py), so this hint names only what all share
+LIMIT_HINT = f"if the image is genuine, raise the limit with the environment variable {MAX_PIXELS_ENV}"
+
+
 def _check_pixels(path: Path, width: int, height: int, frames: int, limit: int) -> None:
     if width * height * max(frames, 1) > limit:
         what = f"{width} x {height}" + (f" x {frames} frames" if frames > 1 else "")
         raise UserError(f"{path}: image too large ({what} = {width * height * max(frames, 1):,} pixels; "
                         f"the limit is {limit:,}); refused before decoding",
-                        hint=f"raise the limit with --max-image-pixels or {MAX_PIXELS_ENV} if the image is genuine")
+                        hint=LIMIT_HINT)
 
 
 def is_dicom(path: Path) -> bool:
@@ -176,7 +181,7 @@ def load_image(path: str | Path, data: bytes | None = None, max_pixels: int | No
     except Image.DecompressionBombError:
         raise UserError(f"{path}: image too large (more than twice the limit of {limit:,} pixels); "
                         "refused before decoding",
-                        hint=f"raise the limit with --max-image-pixels or {MAX_PIXELS_ENV} if the image is genuine") from None
+                        hint=LIMIT_HINT) from None
     except MemoryError:
         raise UserError(f"{path}: unreadable image (decoding it needs more memory than there is)") from None
     except Exception as err:  # noqa: BLE001 - decoders raise many types (OSError, SyntaxError, struct.error,

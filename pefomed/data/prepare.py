@@ -337,7 +337,8 @@ def _keep_usable(read: SourceSplits, infos: dict, per_sample: dict, source: Path
     if problems and not skip_bad:
         listing = "\n  ".join(problems[:20]) + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "")
         raise UserError(f"{len(problems)} sample(s) with missing, unreadable or too large images:\n  {listing}",
-                        hint="fix the files, or pass --skip-bad to skip these samples (they are listed in manifest.json)")
+                        hint="fix the files (raise max_image_pixels for genuine large images), or set skip_bad to "
+                             "skip these samples (they are listed in manifest.json)", keys=["max_image_pixels", "skip_bad"])
     if not any(kept.values()):
         raise UserError(f"{source}: no usable samples were found")
     return kept, skipped

@@ -119,13 +119,15 @@ def check_return_sequences(n: int, num_beams: int, sampling: bool) -> None:
     from pefomed.errors import UserError
 
     if n < 1:
-        raise UserError(f"infer.num_return_sequences must be at least 1, got {n}")
+        raise UserError(f"infer.num_return_sequences must be at least 1, got {n}", keys=["infer.num_return_sequences"])
     if n > 1 and num_beams > 1 and n > num_beams:
         raise UserError(f"infer.num_return_sequences={n} is more than infer.num_beams={num_beams}: beam search "
-                        f"returns at most its beams", hint=f"raise --num-beams to {n} or more")
+                        f"returns at most its beams", hint=f"raise infer.num_beams to {n} or more",
+                        keys=["infer.num_return_sequences", "infer.num_beams"])
     if n > 1 and num_beams == 1 and not sampling:
         raise UserError(f"infer.num_return_sequences={n} needs beam search or sampling (greedy decoding has one "
-                        f"answer)", hint=f"add --num-beams {n} (the {n} best beams) or --temperature 0.7 (samples)")
+                        f"answer)", hint=f"set infer.num_beams to {n} (the {n} best beams) or infer.temperature to 0.7 "
+                                         f"(samples)", keys=["infer.num_return_sequences", "infer.num_beams", "infer.temperature"])
 
 
 def _as_list(value) -> list:
