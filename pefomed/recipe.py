@@ -9,42 +9,87 @@ so a run can be reproduced from that file alone.
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Optional, Union, get_args
+from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from pefomed.errors import UserError
 from pefomed.io import check_unicode, clip, short
+from pefomed.methods import QUANTIZABLE_METHODS, MethodName
 
 
-def _number_kinds(annotation: Any) -> tuple[bool, bool]:
-    """(takes a number, takes true/false) for a field's annotation, looking inside Optional/tuple/list."""
+# Bounds shared by the recipe, `pefomed infer` and `pefomed study` (one place, so they agree).
+# Each is far beyond any real setting; it exists so that a typo (an extra digit, 1e308) is one
+# message naming the key instead of an allocation of terabytes or a run that never ends.
+MAX_STEPS = 10**9  # optimizer steps and step intervals: beyond any fine-tune, and exact in int64 and JSON
+TRAIN_SEED_MAX = 2**32 - 1  # train.seed reaches numpy.random.seed, which takes 0 .. 2**32 - 1
+SEED_MAX = 2**63 - 1  # other seeds feed hashes or torch.manual_seed: a signed 64-bit value
+MAX_BATCH = 4096  # samples in one (micro-)batch: past any GPU's memory for a vision-language model
+MAX_TOKENS = 1 << 20  # tokens of a sequence: past every open model's context window
+MAX_WORKERS = 64  # worker processes: more than the cores of any one machine a run would use
+MAX_IMAGE_SIDE = 4096  # pixels on a side the model resizes to: 4096^2 RGB floats are already 200 MB per image
+MAX_SEQUENCES = 64  # beams / answers per question: each multiplies the batch's memory
+MAX_LR = 10.0  # a learning rate above 10 diverges at the first step, with any optimizer and model
+
+
+def _scalar_kinds(annotation: Any) -> set[str]:
+    """The kinds of plain value ("number", "bool", "str") a field's annotation takes, looking inside
+    Optional / Union / Annotated / tuple / list / Literal (a nested section takes none of them)."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _scalar_kinds(get_args(annotation)[0])
+    if origin is Literal:
+        return {"bool" if isinstance(v, bool) else "number" if isinstance(v, (int, float)) else "str"
+                for v in get_args(annotation)}
     args = get_args(annotation)
     if not args:
-        return annotation in (int, float), annotation is bool
-    kinds = [_number_kinds(a) for a in args if a is not type(None) and a is not Ellipsis]
-    return any(k[0] for k in kinds), any(k[1] for k in kinds)
+        return ({"bool"} if annotation is bool else {"number"} if annotation in (int, float)
+                else {"str"} if annotation is str else set())
+    return set().union(*(_scalar_kinds(a) for a in args if a is not type(None) and a is not Ellipsis))
 
 
-class _Section(BaseModel):
-    # allow_inf_nan=False: `train.lr=.inf` or `train.epochs=.nan` is a mistake, never a value
-    # to train with (it used to run and log NaN).
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False)
+def _plain_value_problem(value: Any, annotation: Any) -> str | None:
+    """Why `value` must not be coerced to a field of `annotation`, or None. pydantic's lax mode
+    reads true as 1, "0.002" as 0.002 and 1 as true: `train.lr=true` would train at lr 1.0 and a
+    quoted "8" would pass for a number. Only a value of the field's own kind is accepted."""
+    kinds = _scalar_kinds(annotation)
+    items = value if isinstance(value, (list, tuple)) else [value]
+    for item in items:
+        if isinstance(item, bool):
+            if "number" in kinds and "bool" not in kinds:
+                return "expected a number, got true/false"
+        elif isinstance(item, (int, float)):
+            if "bool" in kinds and not kinds & {"number", "str"}:
+                return f"expected true or false, got {item!r}"
+        elif isinstance(item, str):
+            if "str" not in kinds and kinds & {"number", "bool"}:
+                what = "a number" if "number" in kinds else "true or false"
+                return f"expected {what}, got the string {short(item, 40)} (write it without quotes)"
+    return None
+
+
+class StrictFields(BaseModel):
+    """No coercion between kinds: a number is written as a number, true/false as true/false."""
 
     @field_validator("*", mode="before")
     @classmethod
-    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        # pydantic's lax mode reads true as 1 and false as 0: `train.lr=true` would train at lr 1.0.
+    def _no_coercion(cls, value: Any, info: ValidationInfo) -> Any:
         field = cls.model_fields.get(info.field_name) if info.field_name else None
         if field is not None:
-            numeric, boolean = _number_kinds(field.annotation)
-            items = value if isinstance(value, (list, tuple)) else [value]
-            if numeric and not boolean and any(isinstance(v, bool) for v in items):
-                raise ValueError("expected a number, got true/false")
+            problem = _plain_value_problem(value, field.annotation)
+            if problem:
+                raise ValueError(problem)
         return value
+
+
+class _Section(StrictFields):
+    # allow_inf_nan=False: `train.lr=.inf` or `train.epochs=.nan` is a mistake, never a value
+    # to train with (it used to run and log NaN).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False)
 
 
 class TinyConfig(_Section):
@@ -92,7 +137,7 @@ class ModelSection(_Section):
 
 
 class MethodSection(_Section):
-    name: Literal["lora", "dora", "rslora", "ia3", "prefix", "prompt", "projector", "full"] = "lora"
+    name: MethodName = Field("lora", description="the tuning method (pefomed.methods.METHODS)")
     r: int = Field(64, gt=0)
     alpha: float = 16
     dropout: float = Field(0.05, ge=0, lt=1)
@@ -109,9 +154,9 @@ class MethodSection(_Section):
     def _quantize_needs_lora(self):
         # the 4-bit weights are frozen: only an adapter over them can train (checked here, before
         # any model is loaded)
-        if self.quantize and self.name not in ("lora", "dora", "rslora"):
-            raise ValueError(f"method.quantize={self.quantize} (QLoRA) needs method.name lora, dora or rslora, "
-                             f"not {self.name}")
+        if self.quantize and self.name not in QUANTIZABLE_METHODS:
+            raise ValueError(f"method.quantize={self.quantize} (QLoRA) needs method.name "
+                             f"{' or '.join(QUANTIZABLE_METHODS)}, not {self.name}")
         return self
 
 

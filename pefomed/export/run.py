@@ -34,7 +34,7 @@ from pefomed.models import run_dir as run_layout
 from pefomed.models.bundle import quiet_transformers, torch_dtype
 from pefomed.models.kinds import kind_of
 from pefomed.models.loader import describe_base, load_base, materialize_base
-from pefomed.models.peft_methods import METHODS
+from pefomed.methods import METHODS
 from pefomed.models.run_dir import Run, apply_trained, load_processor, open_run
 from pefomed.recipe import load_recipe
 

@@ -14,15 +14,131 @@ import inspect
 import re
 from collections.abc import Sequence
 
+from pefomed.models.bundle import innermost
 from pefomed.records import Sample
 
 RANK_RULE = ("candidates: the sample's meta 'choices' or 'options' (a {letter: text} mapping or a list; "
              "'L: text' when the question lists the choices that way, as `prepare --multiple-choice` does), "
-             "else for an English closed question that offers no alternatives (no ' or '): yes / no; "
-             "every other question is generated")
+             "else, for every English closed question: the alternatives the question names around 'or' "
+             "(also 'vs'/'versus'; 'X or Y', 'X, Y or Z', 'X or Y or Z'; each a phrase of at most 3 words with "
+             "articles dropped, given also as its shorter forms and with a head noun the last one carries: "
+             "'left or right side' -> left, right, right side, left side), plus yes / no when the question "
+             "asks yes or no (its first word an auxiliary verb (is, are, does, can, was, ...) or 'any'/'there') or "
+             "names no alternatives; an alternatives-only set for other questions with 'or' (which/what/how, "
+             "statements); every other question (open, other languages, reports) is generated")
 
 YES_NO = ("yes", "no")
-_OR = re.compile(r"\bor\b", re.IGNORECASE)
+MAX_WORDS = 3  # words of one alternative
+
+# first words of a question that asks yes or no ("Is/Are there ..." counts by its first part)
+YES_NO_STARTS = frozenset("is are am was were do does did can could has have had will would shall should may might "
+                          "must any there".split())
+_ARTICLES = frozenset("a an the".split())
+# words that end an alternative on either side of 'or' (the word next to 'or' is always kept)
+_DETERMINERS = frozenset("this that these those its their his her your my our some any either whether just only".split())
+_PREPOSITIONS = frozenset("of in on at to than for from by near into onto within inside outside under over "
+                          "between among across along through with without as".split())
+_VERBS = frozenset("used seen located shown present found noted taken visible identified made performed "
+                   "is are was were be been being do does did can could has have had will would should may might "
+                   "appear appears look looks show shows suggest".split())
+_CLAUSE = frozenset("that which when where while if and but what who how why whom whose it there you we they he "
+                    "she".split())
+_BOUNDARY = _ARTICLES | _DETERMINERS | _PREPOSITIONS | _VERBS | _CLAUSE
+_OR = re.compile(r"\b(?:or|vs\.?|versus)(?=\W|$)", re.IGNORECASE)
+_TOKEN = re.compile(r"[^\W_](?:[\w'’.+-]*[^\W_])?|,", re.UNICODE)
+
+
+def _tokens(question: str) -> list[str]:
+    """Words and commas; '/' splits words ("Is/Are", "near/in"), a word keeps inner ' . + -."""
+    return _TOKEN.findall(question)
+
+
+def _backward(piece: list[str]) -> list[str]:
+    """The alternative that ends `piece` (the words before an 'or' or a comma): its last word, and
+    the words before it up to a boundary word (article, determiner, preposition, verb, clause word)."""
+    words = [w for w in piece if w != ","]
+    if not words:
+        return []
+    out = [words[-1]]
+    for word in reversed(words[:-1]):
+        if len(out) >= MAX_WORDS or word.lower() in _BOUNDARY:
+            break
+        out.insert(0, word)
+    return out
+
+
+def _forward(piece: list[str]) -> list[str]:
+    """The alternative that starts `piece` (the words after an 'or'): leading articles and
+    determiners dropped, its first word, and the words after it up to a boundary word or comma."""
+    words = list(piece)
+    while words and words[0].lower() in _ARTICLES | _DETERMINERS:
+        words.pop(0)
+    out: list[str] = []
+    for word in words:
+        if word == "," or (out and (len(out) >= MAX_WORDS or word.lower() in _BOUNDARY)):
+            break
+        out.append(word)
+    return out
+
+
+def yes_no_form(question: str) -> bool:
+    """Whether the question asks yes or no: its first word is an auxiliary verb, 'any' or 'there'."""
+    words = [w for w in _tokens(question) if w != ","]
+    return bool(words) and words[0].lower() in YES_NO_STARTS
+
+
+def alternatives(question: str) -> list[str]:
+    """The answers a question offers around 'or' / 'vs' / 'versus' (RANK_RULE), best-formed first:
+    each alternative, then the others with the head noun the last one carries ("left or right
+    side": left side), then their shorter forms (right side: right; patient's right: right).
+    Empty when the question names none."""
+    tokens = _tokens(question)
+    seps = [i for i, t in enumerate(tokens) if _OR.fullmatch(t)]
+    if not seps:
+        return []
+    first, last = seps[0], seps[-1]
+    # before the first 'or': comma pieces, the last one right before it ("X, Y, or Z": skip ", ")
+    before = tokens[:first]
+    while before and before[-1] == ",":
+        before.pop()
+    pieces: list[list[str]] = [[]]
+    for tok in before:
+        if tok == ",":
+            pieces.append([])
+        else:
+            pieces[-1].append(tok)
+    pieces = [p for p in pieces if p]
+    if len(pieces) > 1 and not yes_no_form(question):
+        pieces = pieces[1:]  # "Which is the biggest, lung, liver or heart?": the first piece is the question
+    left = [alt for alt in (_backward(p) for p in pieces) if alt]
+    middle = [alt for alt in (_forward(tokens[a + 1:b]) for a, b in zip(seps, seps[1:])) if alt]
+    right = _forward(tokens[last + 1:])
+    alts = left + middle + ([right] if right else [])
+    if not alts:
+        return []
+    out = [" ".join(a) for a in alts]
+    if right and len(right) > 1:
+        head = right[1:]
+        out += [" ".join(a + head) for a in left + middle
+                if len(a) == 1 and a[0].lower() != head[0].lower() and 1 + len(head) <= MAX_WORDS]
+    for a in left:
+        out += [" ".join(a[i:]) for i in range(1, len(a))]  # patient's right -> right
+    for a in middle + ([right] if right else []):
+        out += [" ".join(a[:i]) for i in range(len(a) - 1, 0, -1)]  # right side -> right
+    return out
+
+
+def _unique(texts: list[str]) -> list[str]:
+    """First of each answer the scorer would count as the same (pefomed's normalisation), none empty."""
+    from pefomed.metrics.vqa import normalize_answer
+
+    seen, out = set(), []
+    for text in texts:
+        key = normalize_answer(text)
+        if key and key not in seen:
+            seen.add(key)
+            out.append(text)
+    return out
 
 
 def _options(meta: dict) -> tuple[list[str], dict[str, str]] | None:
@@ -39,7 +155,8 @@ def _options(meta: dict) -> tuple[list[str], dict[str, str]] | None:
 def closed_candidates(sample: Sample) -> list[str] | None:
     """The answers a closed question is ranked among, or None when it is to be generated (RANK_RULE).
 
-    Only the question and its meta decide, never the reference answer."""
+    Only the question and its meta decide, never the reference answer. Every English closed
+    question gets a non-empty set."""
     if sample.task != "vqa":
         return None
     options = _options(sample.meta or {})
@@ -51,13 +168,17 @@ def closed_candidates(sample: Sample) -> list[str] | None:
             return [f"{k}: {v}" for k, v in lettered.items()]
         return list(dict.fromkeys(texts)) or None
     language = (sample.meta or {}).get("language", "en")
-    if sample.answer_type == "closed" and language in ("en", None) and not _OR.search(sample.question or ""):
+    if sample.answer_type != "closed" or language not in ("en", None):
+        return None
+    question = sample.question or ""
+    alts = alternatives(question)
+    if not alts:
         return list(YES_NO)
-    return None
+    return _unique(alts + (list(YES_NO) if yes_no_form(question) else []))
 
 
 def _accepts_logits_to_keep(model) -> bool:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = innermost(model)
     try:
         return "logits_to_keep" in inspect.signature(base.forward).parameters
     except (TypeError, ValueError):

@@ -14,6 +14,22 @@ class ModelBundle:
     source: str  # where the base weights were loaded from
 
 
+def innermost(model):
+    """The transformers model under any DeepSpeed engine and peft wrappers: the one place that
+    unwraps (training's loss, the feature cache and the ranker all ask the innermost model what
+    its forward supports; a peft wrapper's forward takes **kwargs and hands them on)."""
+    import torch
+
+    for _ in range(8):  # engine > PeftModel > LoraModel > model at most; a bound, not a loop forever
+        if hasattr(model, "get_base_model"):  # peft.PeftModel
+            model = model.get_base_model()
+        elif isinstance(getattr(model, "module", None), torch.nn.Module):  # DeepSpeedEngine, DDP
+            model = model.module
+        else:
+            break
+    return model
+
+
 def quiet_transformers() -> None:
     """Weight-loading progress bars are noise next to our own progress output."""
     import os

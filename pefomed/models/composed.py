@@ -21,7 +21,12 @@ import inspect
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoProcessor, GenerationMixin, PreTrainedConfig, PreTrainedModel
-from transformers.configuration_utils import SubConfigSpec
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+try:
+    from transformers.configuration_utils import SubConfigSpec
+except ImportError:  # transformers < 5.2x (the GPU machines' 5.17): sub-configs built in __post_init__
+    SubConfigSpec = None
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.processing_utils import ProcessorMixin
@@ -53,10 +58,24 @@ class ComposedVLMConfig(PreTrainedConfig):
     """Vision + text sub-configs plus the few numbers that join them."""
 
     model_type = MODEL_TYPE
-    sub_configs_defaults = {
-        "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="clip_vision_model"),
-        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
-    }
+    _SUB_DEFAULTS = {"vision_config": "clip_vision_model", "text_config": "llama"}
+    if SubConfigSpec is not None:
+        sub_configs_defaults = {name: SubConfigSpec(config_class=AutoConfig, model_type=model_type)
+                                for name, model_type in _SUB_DEFAULTS.items()}
+    else:
+        sub_configs = {name: AutoConfig for name in _SUB_DEFAULTS}
+
+        def __post_init__(self, **kwargs):
+            # what transformers >= 5.2x does from sub_configs_defaults: a dict (as read back from
+            # config.json) or nothing becomes the sub-model's config class
+            for name, default in self._SUB_DEFAULTS.items():
+                value = getattr(self, name)
+                if isinstance(value, dict):
+                    value = {**value, "model_type": value.get("model_type", default)}
+                    setattr(self, name, CONFIG_MAPPING[value["model_type"]](**value))
+                elif value is None:
+                    setattr(self, name, CONFIG_MAPPING[default]())
+            super().__post_init__(**kwargs)
 
     vision_config: dict | PreTrainedConfig | None = None
     text_config: dict | PreTrainedConfig | None = None

@@ -48,6 +48,7 @@ import torch
 
 from pefomed.errors import UserError
 from pefomed.models import run_dir as run_dir_layout
+from pefomed.models.bundle import innermost
 
 SUPPORTED = ("composed (model.kind: composed, any vision encoder)",
              "llava (model.kind: tiny, or model.kind: hf with a LlavaForConditionalGeneration checkpoint)")
@@ -98,13 +99,6 @@ def _hf_model_type(path: str) -> str | None:
     except (OSError, ValueError):
         return None
     return config.get("model_type")
-
-
-def _innermost(model):
-    """The transformers model under a peft wrapper."""
-    while hasattr(model, "get_base_model"):
-        model = model.get_base_model()
-    return model
 
 
 def _family(inner) -> tuple[str, torch.nn.Module]:
@@ -387,7 +381,7 @@ def open_feature_cache(recipe, model, run_dir: Path, sync_device=None) -> Featur
     """Check the loaded model, fingerprint its tower (before DeepSpeed partitions it), and attach
     the cache to it. `sync_device`: where the processes' per-micro-batch agreement is reduced
     (ZeRO-3 with several processes), else None."""
-    inner = _innermost(model)
+    inner = innermost(model)
     family, tower = _family(inner)
     trainable = [name for name, p in tower.named_parameters() if p.requires_grad]
     if trainable:

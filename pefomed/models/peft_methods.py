@@ -21,38 +21,12 @@ weights/model.safetensors under the base model's own names.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from pefomed.errors import UserError
+from pefomed.methods import QUANTIZABLE_METHODS
 from pefomed.models.bundle import import_peft
 from pefomed.models.components import component_of, module_prefixes, target_regex
 from pefomed.recipe import MethodSection
 
-
-
-@dataclass(frozen=True)
-class MethodFacts:
-    """What train, infer and export need to know of a method, in one table."""
-
-    title: str
-    has_adapter: bool  # saved as a PEFT adapter (adapter/), else as trained parameters (weights/)
-    mergeable: bool  # its trained weights fold into the base weights (export --merge)
-
-
-METHODS: dict[str, MethodFacts] = {
-    "lora": MethodFacts("LoRA", has_adapter=True, mergeable=True),
-    "dora": MethodFacts("DoRA", has_adapter=True, mergeable=True),
-    "rslora": MethodFacts("rank-stabilised LoRA", has_adapter=True, mergeable=True),
-    "ia3": MethodFacts("IA3", has_adapter=True, mergeable=True),
-    # prompt learning adds virtual tokens in front of the input: there is no weight to merge
-    "prefix": MethodFacts("prefix tuning", has_adapter=True, mergeable=False),
-    "prompt": MethodFacts("prompt tuning", has_adapter=True, mergeable=False),
-    "projector": MethodFacts("projector-only training", has_adapter=False, mergeable=True),
-    "full": MethodFacts("full fine-tuning", has_adapter=False, mergeable=True),
-}
-QUANTIZABLE_METHODS = ("lora", "dora", "rslora")  # QLoRA: low-rank adapters over a 4-bit base
-ADAPTER_METHODS = tuple(name for name, facts in METHODS.items() if facts.has_adapter)
-WEIGHT_METHODS = tuple(name for name, facts in METHODS.items() if not facts.has_adapter)
 
 
 def _projector_names(model) -> list[str]:
@@ -75,7 +49,7 @@ def build_peft_config(model, method: MethodSection):
         config_class = peft.PrefixTuningConfig if method.name == "prefix" else peft.PromptTuningConfig
         return config_class(task_type="CAUSAL_LM", num_virtual_tokens=method.num_virtual_tokens, modules_to_save=save)
     targets = target_regex(model, _adapted_components(method), method.target_modules)
-    if method.name in ("lora", "dora", "rslora"):
+    if method.name in QUANTIZABLE_METHODS:  # the LoRA family
         return peft.LoraConfig(
             r=method.r, lora_alpha=method.alpha, lora_dropout=method.dropout, target_modules=targets,
             use_dora=method.name == "dora", use_rslora=method.name == "rslora", modules_to_save=save, bias="none")

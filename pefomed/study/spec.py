@@ -31,10 +31,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from pefomed.errors import UserError
 from pefomed.io import clip, short
+from pefomed.methods import MethodName
 from pefomed.recipe import read_yaml_file
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$"  # names become parts of folder names and cell ids: short
-METHODS = ("lora", "dora", "rslora", "ia3", "prefix", "prompt", "projector", "full")
 
 
 class _Strict(BaseModel):
@@ -91,7 +91,7 @@ class Adaptation(_Strict):
     of: Optional[str] = Field(None, description="blind: the zero-/few-shot adaptation whose model, prompt and "
                                                 "shots it repeats without the image")
     recipe: Optional[PathText] = Field(None, description="fine-tune: recipe file or built-in name")
-    methods: list[Literal[METHODS]] = Field(default_factory=list, description="fine-tune: PEFT methods")
+    methods: list[MethodName] = Field(default_factory=list, description="fine-tune: PEFT methods")
     overrides: list[str] = Field(default_factory=list, description="fine-tune: section.key=value recipe overrides")
     closed_answer: Literal["generate", "rank"] = "generate"
 

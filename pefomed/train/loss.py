@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from pefomed.data.collate import IGNORE_INDEX
+from pefomed.models.bundle import innermost
 
 
 def answer_tokens(labels: torch.Tensor) -> int:
@@ -54,28 +55,13 @@ def scaled_for_deepspeed(loss_sum: torch.Tensor, global_tokens: int, grad_accum:
     return loss_sum * (grad_accum * world) / max(global_tokens, 1)
 
 
-def _innermost(model):
-    """The transformers model under a DeepSpeed engine and a peft wrapper (whose forward takes
-    **kwargs and hands them on, so only the innermost signature says what is supported)."""
-    seen = 0
-    while seen < 8:
-        seen += 1
-        if hasattr(model, "get_base_model"):  # peft.PeftModel
-            model = model.get_base_model()
-        elif hasattr(model, "module") and isinstance(getattr(model, "module"), torch.nn.Module):  # DeepSpeedEngine
-            model = model.module
-        else:
-            break
-    return model
-
-
 _SUPPORTS: dict[type, bool] = {}
 
 
 def supports_logits_to_keep(model) -> bool:
     """Whether the model's forward takes `logits_to_keep` (every transformers 5 image-text family
     and pefomed's composed model do; remote code or an old class may not)."""
-    inner = _innermost(model)
+    inner = innermost(model)
     kind = type(inner)
     if kind not in _SUPPORTS:
         try:
