@@ -338,7 +338,7 @@ def _llava_layers(inner) -> list[int]:
     return [layer] if isinstance(layer, int) else list(layer)
 
 
-def _install_llava(cache: FeatureCache, tower) -> None:
+def _install_llava(cache: FeatureCache, tower, selected: list[int]) -> None:
     """Replace the tower's forward (on this instance only) with one that serves the hidden states
     LlavaModel.get_image_features selects from the cache. transformers 5 already returns
     `hidden_states` as a tuple of num_hidden_layers + 1 entries with None at the layers it did
@@ -351,9 +351,12 @@ def _install_llava(cache: FeatureCache, tower) -> None:
 
     def forward(pixel_values=None, *args, **kwargs):
         spec = kwargs.get("output_hidden_states")
-        if cache._keys is None or isinstance(spec, bool) or spec is None:
+        if cache._keys is None or spec is None or spec is False:
             return original(pixel_values, *args, **kwargs)
-        layers = sorted({i % states for i in ([spec] if isinstance(spec, int) else spec)})
+        # transformers >= 5.2x asks for the layers it selects; 5.17 (the GPU machines') asks for
+        # all of them (True) and then reads config.vision_feature_layer: serve those layers
+        asked = selected if spec is True else ([spec] if isinstance(spec, int) else spec)
+        layers = sorted({i % states for i in asked})
 
         def compute(pixels):
             out = original(pixels, *args, **kwargs)
@@ -393,7 +396,7 @@ def open_feature_cache(recipe, model, run_dir: Path, sync_device=None) -> Featur
     if family == "composed":
         _install_composed(cache, inner)
     else:
-        _install_llava(cache, tower)
+        _install_llava(cache, tower, layers)
     return cache
 
 

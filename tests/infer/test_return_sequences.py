@@ -33,8 +33,8 @@ def test_beams_keep_every_answer_and_the_first_is_the_one_beam_answer(tmp_path, 
     generation = json.loads((tmp_path / "three.settings.json").read_text())["generation"]
     assert generation["num_return_sequences"] == 3 and generation["num_beams"] == 3
 
-    for extra, says in ((["--num-return-sequences", "4"], "infer.num_return_sequences=4 is more than "
-                                                          "infer.num_beams=3"),
+    for extra, says in ((["--num-return-sequences", "4"], "--num-return-sequences=4 is more than "
+                                                          "--num-beams=3"),  # the keys, as the flags typed
                         (["--num-beams", "1", "--num-return-sequences", "2"], "needs beam search or sampling"),
                         (["--num-return-sequences", "0"], "--num-return-sequences must be at least 1")):
         capsys.readouterr()
