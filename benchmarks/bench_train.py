@@ -244,12 +244,18 @@ def worker_pefomed(spec: dict) -> dict:
         shutil.rmtree(run)
     rss0 = _rss_mb()
     train(recipe, run)
-    rows = [json.loads(line) for line in open(run / "train_log.jsonl")][spec["warmup"]:]
+    all_rows = [json.loads(line) for line in open(run / "train_log.jsonl")]
+    rows = all_rows[spec["warmup"]:]
     seconds = sum(spec["batch_size"] / r["samples_per_s"] for r in rows)
     trainable = json.loads((run / "trainable.json").read_text())
     return {"samples": len(rows) * spec["batch_size"], "seconds": seconds, "peak_mb": _peak_mb(),
             "rss_before_mb": rss0, "trainable": trainable["all"]["trainable"],
-            "trainable_llm": trainable["components"].get("llm", {}).get("trainable", 0)}
+            "trainable_llm": trainable["components"].get("llm", {}).get("trainable", 0),
+            # for callers that look inside the run (benchmarks/gpu_check.py): the timed steps' wait
+            # for data and wall time, and every step's wall time (per-epoch comparisons)
+            "data_wait_s": sum(r["data_wait_s"] for r in rows), "elapsed_s": sum(r["elapsed_s"] for r in rows),
+            "step_seconds": [r["elapsed_s"] for r in all_rows],
+            "feature_cache_hits": sum(r.get("feature_cache_hits", 0) for r in all_rows)}
 
 
 def worker_baseline(spec: dict) -> dict:
@@ -312,18 +318,46 @@ def worker_baseline(spec: dict) -> dict:
 WORKERS = {"build": worker_build, "pefomed": worker_pefomed, "baseline": worker_baseline}
 
 
-def _run_worker(kind: str, spec: dict) -> dict:
+def _run_worker(kind: str, spec: dict, timeout: float | None = None) -> dict:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     if spec.get("threads"):
         # before torch is imported in the worker: OpenMP reads it at start-up
         env["OMP_NUM_THREADS"] = str(spec["threads"])
-    proc = subprocess.run([sys.executable, __file__, "--worker", kind, "--spec", json.dumps(spec)],
-                          env=env, capture_output=True, text=True)
+    try:
+        proc = subprocess.run([sys.executable, __file__, "--worker", kind, "--spec", json.dumps(spec)],
+                              env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as stopped:  # the worker was killed: say what it printed so far
+        sys.stderr.write(_text(stopped.stdout)[-4000:] + _text(stopped.stderr)[-8000:])
+        raise SystemExit(f"{kind} worker for {spec['size']} timed out after {timeout:.0f} s") from None
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])
         raise SystemExit(f"{kind} worker for {spec['size']} failed (exit {proc.returncode})")
     return json.loads(lines[-1][len("RESULT "):])
+
+
+def _text(output) -> str:
+    """A killed subprocess's captured output: bytes or None, whatever text=True asked for."""
+    if output is None:
+        return ""
+    return output.decode(errors="replace") if isinstance(output, bytes) else output
+
+
+def make_spec(size: str, work: Path, steps: int, warmup: int, batch_size: int, precision: str, zero: str = "zero2",
+              threads: int | None = None, n_train: int | None = None) -> dict:
+    """A size's worker spec, with its synthetic DATA_DIR written under `work` when missing.
+    n_train: training samples (default steps * batch_size: one epoch covers every measured step,
+    so no sample is seen twice; fewer make the run several epochs)."""
+    from pefomed.data.synthetic import write_bright_spot_dataset
+
+    image_size = SIZES[size].get("vision", {}).get("image_size", 32)
+    n_train = n_train or steps * batch_size
+    data_dir = work / (f"data-{size}" if n_train == steps * batch_size else f"data-{size}-{n_train}")
+    if not (data_dir / "manifest.json").is_file():
+        write_bright_spot_dataset(data_dir, n_train=n_train, n_test=2, size=image_size)
+    return {"size": size, "model_dir": str(work / f"model-{size}"), "data_dir": str(data_dir), "work": str(work),
+            "steps": steps, "warmup": warmup, "batch_size": batch_size, "precision": precision, "zero": zero,
+            "threads": threads, "max_length": 512 if SIZES[size]["builder"] == "llava" else 128}
 
 
 # ---------------------------------------------------------------- FLOPs and reporting
@@ -394,8 +428,6 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from pefomed.data.synthetic import write_bright_spot_dataset
-
     cuda = torch.cuda.is_available()
     if "7b" in args.model_size and not cuda:
         raise SystemExit("--model-size 7b needs a CUDA GPU (about 40 GB for bf16 LoRA training)")
@@ -415,14 +447,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit("--steps must be larger than --warmup")
         if args.repeat < 1:
             raise SystemExit("--repeat must be at least 1")
-        image_size = SIZES[size].get("vision", {}).get("image_size", 32)
-        data_dir = work / f"data-{size}"
-        if not (data_dir / "manifest.json").is_file():
-            # one epoch covers every measured step, so no sample is seen twice
-            write_bright_spot_dataset(data_dir, n_train=steps * args.batch_size, n_test=2, size=image_size)
-        spec = {"size": size, "model_dir": str(work / f"model-{size}"), "data_dir": str(data_dir), "work": str(work),
-                "steps": steps, "warmup": args.warmup, "batch_size": args.batch_size, "precision": precision,
-                "zero": args.zero or "zero2", "threads": args.threads, "max_length": 512 if SIZES[size]["builder"] == "llava" else 128}
+        spec = make_spec(size, work, steps, args.warmup, args.batch_size, precision, args.zero or "zero2", args.threads)
         # The toy models build in a few seconds in this process; a 7B build gets its own process so
         # that its GPU memory is released before anything is measured.
         built = worker_build(spec) if SIZES[size]["builder"] == "tiny" else _run_worker("build", spec)
