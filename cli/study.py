@@ -37,11 +37,12 @@ def register(app: typer.Typer) -> None:
                                                            "gpus_per_node=1 (repeatable)."),
     ):
         from pefomed.errors import UserError
-        from pefomed.study.run import run_study
+        from pefomed.study.run import check_gpus, run_study
 
         gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else None
         if gpus is not None and not gpu_list:
             raise UserError("--gpus: give GPU ids such as 0,1")
+        check_gpus(gpu_list)
         if cluster_option and cluster is None:
             raise UserError("--cluster-option goes with --cluster slurm|local")
         if cluster is not None and gpu_list:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import sys
@@ -296,13 +297,31 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
     return obj
 
 
+class _Overflow(ValueError):
+    def __init__(self, text: str):
+        super().__init__(f"number {text[:40]} overflows to infinity")
+        self.text = text
+
+
 def _finite_float(text: str) -> float:
     # json.loads turns 1e400 into inf without a word (allow_nan guards only the NaN/Infinity
     # words); an infinite score, size or confidence would poison every mean computed from it
     value = float(text)
     if not math.isfinite(value):
-        raise ValueError(f"number {text[:40]} overflows to infinity")
+        raise _Overflow(text)
     return value
+
+
+_STRING_OR_NUMBER = re.compile(r'"(?:[^"\\]|\\.)*"|-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?')
+
+
+def _line_of_number(text: str, number: str) -> int | None:
+    """The line of the first JSON number token spelled `number` (strings skipped whole, so digits
+    inside a text value are never taken for it); json's parse_float hook is given no position."""
+    for match in _STRING_OR_NUMBER.finditer(text):
+        if match.group() == number:
+            return text.count("\n", 0, match.start()) + 1
+    return None
 
 
 def loads_strict(text: str) -> Any:
@@ -315,6 +334,8 @@ def _loads(text: str, where: str, add_line: bool = False) -> Any:
         return loads_strict(text)
     except (json.JSONDecodeError, ValueError) as err:
         line = getattr(err, "lineno", None)
+        if line is None and isinstance(err, _Overflow) and add_line:
+            line = _line_of_number(text, err.text)
         at = f"{where}:{line}" if line and add_line else where
         raise UserError(f"{at}: malformed JSON ({getattr(err, 'msg', err)})") from None
     except MemoryError:

@@ -64,11 +64,11 @@ def _plain_value_problem(value: Any, annotation: Any) -> str | None:
                 return "expected a number, got true/false"
         elif isinstance(item, (int, float)):
             if "bool" in kinds and not kinds & {"number", "str"}:
-                return f"expected true or false, got {item!r}"
+                return "expected true or false, not a number"
         elif isinstance(item, str):
             if "str" not in kinds and kinds & {"number", "bool"}:
                 what = "a number" if "number" in kinds else "true or false"
-                return f"expected {what}, got the string {short(item, 40)} (write it without quotes)"
+                return f"expected {what}, not a quoted string (write it without quotes)"
     return None
 
 
@@ -92,40 +92,91 @@ class _Section(StrictFields):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False)
 
 
+# 256 byte-level symbols + pefomed.models.tiny.SPECIAL_TOKENS (5): the tokenizer's size before any merge
+TINY_MIN_VOCAB = 256 + 5
+# Image tokens of one image: the vision attention is quadratic in them, and each is one LLM
+# position (data.max_length is 1024 by default); 4096 is the tiny model's 64 x 64 patch grid.
+TINY_MAX_PATCHES = 4096
+
+
 class TinyConfig(_Section):
     """Sizes of the built-in tiny LLaVA (vision CLIP + Llama), built deterministically in code."""
 
-    image_size: int = 32
-    patch_size: int = 4  # 64 image tokens: small patches keep a small bright finding inside whole patches
-    vision_hidden: int = 64
-    vision_layers: int = 2
-    text_hidden: int = 64
-    text_layers: int = 2
-    heads: int = 4
-    vocab_size: int = 512
-    seed: int = 0
+    # A patch grid that does not divide the image is fine (CLIP's convolution and the processor
+    # both floor image_size / patch_size); a patch larger than the image leaves no patch at all.
+    image_size: int = Field(32, gt=0, le=MAX_IMAGE_SIDE)
+    # 64 image tokens: small patches keep a small bright finding inside whole patches
+    patch_size: int = Field(4, gt=0, le=MAX_IMAGE_SIDE)
+    # widths and depths: the tiny model is built in fp32 on the host; 4096 wide x 64 layers is
+    # already a 13B-parameter model, no longer "tiny" and past most hosts' memory
+    vision_hidden: int = Field(64, gt=0, le=4096)
+    vision_layers: int = Field(2, gt=0, le=64)  # 0 layers: the tower has no hidden state to take features from
+    text_hidden: int = Field(64, gt=0, le=4096)
+    text_layers: int = Field(2, gt=0, le=64)  # 0 layers: no q_proj/v_proj for LoRA to adapt
+    heads: int = Field(4, gt=0, le=4096)  # of both towers: must divide both widths (checked below)
+    # The byte-level BPE has 256 byte symbols and 5 special tokens before any merge: a smaller
+    # vocab_size is silently that size. The bundled corpus yields about 3,800 tokens, so a larger
+    # value gives those; 65,536 only stops a typo (the trainer overflows on huge values).
+    vocab_size: int = Field(512, ge=TINY_MIN_VOCAB, le=65536)
+    seed: int = Field(0, ge=0, le=SEED_MAX)  # torch.manual_seed of the build
+
+    @model_validator(mode="after")
+    def _sizes_fit_together(self):
+        for width in ("vision_hidden", "text_hidden"):
+            if getattr(self, width) % self.heads:
+                raise ValueError(f"model.tiny.heads={self.heads} must divide model.tiny.{width} "
+                                 f"({getattr(self, width)}): each attention head takes an equal share of the width")
+        if (self.text_hidden // self.heads) % 2:
+            # Llama's rotary position embedding rotates pairs of dimensions of each head
+            raise ValueError(f"model.tiny.text_hidden / model.tiny.heads = {self.text_hidden // self.heads} must be "
+                             f"even (rotary position embeddings rotate pairs of each head's dimensions)")
+        if self.patch_size > self.image_size:
+            raise ValueError(f"model.tiny.patch_size={self.patch_size} is larger than model.tiny.image_size="
+                             f"{self.image_size}: the image would have no patch")
+        patches = (self.image_size // self.patch_size) ** 2
+        if patches > TINY_MAX_PATCHES:
+            raise ValueError(f"model.tiny.image_size={self.image_size} with patch_size={self.patch_size} gives "
+                             f"{patches:,} image tokens per image, over {TINY_MAX_PATCHES:,} (a 64 x 64 grid)")
+        return self
 
 
 class ComposedConfig(_Section):
     """The PeFoMed / MiniGPT-v2 architecture assembled from parts (model.kind: composed)."""
 
-    vision_name_or_path: Optional[str] = Field(None, description="a transformers vision encoder (CLIP, SigLIP, EVA-style ViT)")
-    llm_name_or_path: Optional[str] = Field(None, description="any transformers causal LM")
-    merge_tokens: int = Field(4, gt=0, description="adjacent visual tokens concatenated (4 in PeFoMed)")
+    vision_name_or_path: Optional[str] = Field(None, min_length=1,
+                                               description="a transformers vision encoder (CLIP, SigLIP, EVA-style ViT)")
+    llm_name_or_path: Optional[str] = Field(None, min_length=1, description="any transformers causal LM")
+    # must divide the image's patch count (checked when the encoder is known); 4096 only stops a
+    # typo (it is already a 64 x 64 grid merged into one token)
+    merge_tokens: int = Field(4, gt=0, le=4096, description="adjacent visual tokens concatenated (4 in PeFoMed)")
+    # no range here: negative indices count from the end, and the encoder's depth is known only
+    # once it loads
     vision_feature_layer: Optional[int] = Field(
         None, description="hidden-state index to take patch tokens from; None = the encoder's final output "
                           "(for BLIP-2's EVA ViT-g that includes the final LayerNorm, MiniGPT-v2's ln_vision)")
-    image_size: Optional[int] = Field(None, gt=0, description="resize images to this square size (448 in PeFoMed); "
-                                                              "None = the image processor's own size")
+    image_size: Optional[int] = Field(None, gt=0, le=MAX_IMAGE_SIDE,
+                                      description="resize images to this square size (448 in PeFoMed); "
+                                                  "None = the image processor's own size")
     image_token: str = Field("<ImageHere>", min_length=1, description="placeholder expanded into the image's tokens")
     image_prompt: str = Field("<Img><ImageHere></Img>", description="text put in the prompt for each image")
     prompt_template: str = Field("[INST] {content} [/INST]",
                                  description="one user turn; {content} = image prompts then the instruction")
 
+    @model_validator(mode="after")
+    def _placeholders_are_there(self):
+        # the same rules the processor applies when it is built (pefomed.models.composed), checked
+        # when the recipe loads instead of after the vision encoder and the LLM have loaded
+        if self.image_token not in self.image_prompt:
+            raise ValueError(f"model.composed.image_prompt {self.image_prompt!r} must contain "
+                             f"model.composed.image_token {self.image_token!r}")
+        if "{content}" not in self.prompt_template:
+            raise ValueError(f"model.composed.prompt_template {self.prompt_template!r} must contain {{content}}")
+        return self
+
 
 class ModelSection(_Section):
     kind: Literal["tiny", "hf", "composed"] = "tiny"
-    name_or_path: Optional[str] = Field(None, description="hub id or local folder (kind=hf)")
+    name_or_path: Optional[str] = Field(None, min_length=1, description="hub id or local folder (kind=hf)")
     tiny: TinyConfig = TinyConfig()
     composed: ComposedConfig = ComposedConfig()
     freeze_vision: bool = True
@@ -138,13 +189,17 @@ class ModelSection(_Section):
 
 class MethodSection(_Section):
     name: MethodName = Field("lora", description="the tuning method (pefomed.methods.METHODS)")
-    r: int = Field(64, gt=0)
-    alpha: float = 16
-    dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[str] = ["q_proj", "v_proj"]
+    # rank: at most 4096 (a rank above a layer's width adds nothing; no LLM layer is much wider)
+    r: int = Field(64, gt=0, le=4096)
+    # the update is scaled by alpha / r (alpha / sqrt(r) for rslora): 0 switches the adapter off and
+    # a negative alpha flips its sign; 100,000 is far past any rank's usual 2 x r
+    alpha: float = Field(16, gt=0, le=100_000)
+    dropout: float = Field(0.05, ge=0, lt=1)  # a probability; 1 would drop every input
+    # leaf module names (an empty list is reported when the model is known: which names exist)
+    target_modules: list[Annotated[str, Field(min_length=1)]] = ["q_proj", "v_proj"]
     vision_lora: bool = False  # LoRA on the vision tower is opt-in
     train_projector: bool = True
-    num_virtual_tokens: int = Field(20, gt=0)  # prefix / prompt tuning
+    num_virtual_tokens: int = Field(20, gt=0, le=4096)  # prefix / prompt tuning: LLM positions in front of every input
     full_parts: list[Literal["vision", "projector", "llm"]] = ["projector", "llm"]  # method=full
     quantize: Optional[Literal["4bit"]] = Field(
         None, description="QLoRA: hold the frozen LLM in 4-bit NF4 (bitsandbytes, double quantisation) under a "
@@ -157,21 +212,26 @@ class MethodSection(_Section):
         if self.quantize and self.name not in QUANTIZABLE_METHODS:
             raise ValueError(f"method.quantize={self.quantize} (QLoRA) needs method.name "
                              f"{' or '.join(QUANTIZABLE_METHODS)}, not {self.name}")
+        if self.name == "full" and not self.full_parts:
+            raise ValueError("method.name=full with an empty method.full_parts trains nothing "
+                             "(list vision, projector and/or llm)")
         return self
 
 
 class MixSource(_Section):
     """One DATA_DIR of a training mixture (data.mix)."""
 
-    dir: str = Field(description="a DATA_DIR written by `pefomed prepare`")
-    ratio: float = Field(gt=0, description="sampling weight; a draw comes from this source with probability "
-                                           "ratio / (sum of ratios)")
+    dir: str = Field(min_length=1, description="a DATA_DIR written by `pefomed prepare`")
+    # weights are relative; 1e6 : 1 is already a source that is never drawn, and a sum of huge
+    # ratios overflows to inf (every probability NaN)
+    ratio: float = Field(gt=0, le=1e6, description="sampling weight; a draw comes from this source with probability "
+                                                   "ratio / (sum of ratios)")
     name: Optional[str] = Field(None, min_length=1, description="what logs and evaluation call it (default: the "
                                                                 "folder name)")
 
 
 class DataSection(_Section):
-    dir: Optional[str] = Field(None, description="DATA_DIR written by `pefomed prepare` (or --data)")
+    dir: Optional[str] = Field(None, min_length=1, description="DATA_DIR written by `pefomed prepare` (or --data)")
     mix: Optional[list[MixSource]] = Field(
         None, description="train on several DATA_DIRs drawn with these ratios (PeFoMed's stage 1), instead of data.dir")
     train_transform: Literal["resize", "random_resized_crop"] = Field(
@@ -180,12 +240,12 @@ class DataSection(_Section):
     eval_transform: Literal["deterministic", "released"] = Field(
         "deterministic", description="evaluation and inference images: the deterministic resize (the paper's "
                                      "intent), or `released`: the training transform, as PeFoMed's code ran it")
-    train_split: str = "train"
-    val_split: Optional[str] = None
+    train_split: str = Field("train", min_length=1)  # a split name is a file name: DATA_DIR/<split>.jsonl
+    val_split: Optional[str] = Field(None, min_length=1)
     # one template, a list (pool), {closed: [...], open: [...]}, or "pool:NAME" (pefomed.instructions)
     vqa_template: Union[str, list[str], dict[str, list[str]]] = "{question}"
     report_prompt: Union[str, list[str]] = "Describe the findings of this image."
-    template_seed: int = 0  # picks each sample's template from a pool
+    template_seed: int = Field(0, ge=0, le=SEED_MAX)  # picks each sample's template from a pool (hashed with the id)
     system_prompt: Optional[str] = Field(
         None, min_length=1, description="a system turn before every prompt (prepended to the first user text "
                                         "when the chat template has no system role; docs/prompting.md)")
@@ -197,44 +257,59 @@ class DataSection(_Section):
         check(self.vqa_template, "data.vqa_template", needs_question=True)
         check(self.report_prompt, "data.report_prompt", needs_question=False)
         return self
-    max_length: int = Field(1024, gt=8)
+    # at least 9 tokens: room for a prompt and an answer; at most MAX_TOKENS (past any context window)
+    max_length: int = Field(1024, gt=8, le=MAX_TOKENS)
 
 
 class TrainSection(_Section):
-    epochs: float = Field(1, gt=0)
-    max_steps: Optional[int] = Field(None, gt=0)
-    batch_size: int = Field(4, gt=0, description="micro batch per process")
-    grad_accum: int = Field(1, gt=0)
-    lr: float = Field(1e-4, gt=0)
-    warmup_steps: int = Field(0, ge=0)
-    warmup_start_lr: float = Field(0.0, ge=0)
-    min_lr: float = Field(0.0, ge=0)
+    # passes over the data (fractions allowed); 10,000 epochs is far past any fine-tune
+    epochs: float = Field(1, gt=0, le=10_000)
+    max_steps: Optional[int] = Field(None, gt=0, le=MAX_STEPS)
+    batch_size: int = Field(4, gt=0, le=MAX_BATCH, description="micro batch per process")
+    grad_accum: int = Field(1, gt=0, le=MAX_BATCH)  # micro-batches per optimizer step
+    lr: float = Field(1e-4, gt=0, le=MAX_LR)
+    warmup_steps: int = Field(0, ge=0, le=MAX_STEPS)
+    # both rates are at most train.lr (checked below): the warmup rises to lr and the decay falls from it
+    warmup_start_lr: float = Field(0.0, ge=0, le=MAX_LR)
+    min_lr: float = Field(0.0, ge=0, le=MAX_LR)
     scheduler: Literal["cosine", "constant", "linear", "epoch_cosine"] = "cosine"
-    weight_decay: float = Field(0.0, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    max_grad_norm: Optional[float] = 1.0
-    seed: int = 0
-    deepspeed: str = Field("zero2", description="zero0|zero2|zero3|zero3_offload or a JSON file")
+    # AdamW's decoupled decay shrinks each matrix by lr x weight_decay per step; 10 is past any
+    # published setting (0.01-0.1), and 0 turns it off
+    weight_decay: float = Field(0.0, ge=0, le=10)
+    # Adam's moment decay rates: each in [0, 1) (1 never forgets, and the bias correction divides by 0)
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
+    # clip the gradient norm to this; 0 or null: no clipping (DeepSpeed's gradient_clipping 0.0).
+    # Any non-negative finite value is a valid threshold, so no upper bound.
+    max_grad_norm: Optional[float] = Field(1.0, ge=0)
+    seed: int = Field(0, ge=0, le=TRAIN_SEED_MAX)
+    # a preset name or a JSON file (checked when training starts, where the file is read)
+    deepspeed: str = Field("zero2", min_length=1, description="zero0|zero2|zero3|zero3_offload or a JSON file")
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     gradient_checkpointing: bool = False
-    log_every: int = Field(1, gt=0)
-    save_every: Optional[int] = Field(None, gt=0, description="checkpoint every N optimizer steps (and at the end)")
-    keep_checkpoints: int = Field(2, gt=0)
-    eval_every: Optional[int] = Field(None, gt=0, description="evaluate on data.val_split every N steps (and at the end)")
-    eval_max_samples: Optional[int] = Field(None, gt=0, description="evaluate on the first N val samples only")
+    log_every: int = Field(1, gt=0, le=MAX_STEPS)
+    save_every: Optional[int] = Field(None, gt=0, le=MAX_STEPS,
+                                      description="checkpoint every N optimizer steps (and at the end)")
+    keep_checkpoints: int = Field(2, gt=0, le=1_000_000)  # checkpoints kept on disk (0 would delete the one to resume)
+    eval_every: Optional[int] = Field(None, gt=0, le=MAX_STEPS,
+                                      description="evaluate on data.val_split every N steps (and at the end)")
+    eval_max_samples: Optional[int] = Field(None, gt=0, le=MAX_STEPS,
+                                            description="evaluate on the first N val samples only")
     select_metric: Literal["auto", "vqa_accuracy", "bleu4_cider"] = "auto"
-    init_from: Optional[str] = Field(None, description="a RUN_DIR whose adapter/weights start this run (two-stage training)")
+    init_from: Optional[str] = Field(None, min_length=1,
+                                     description="a RUN_DIR whose adapter/weights start this run (two-stage training)")
     tensorboard: bool = True  # log to RUN_DIR/tensorboard when the tensorboard package is installed
-    num_workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes that decode images and run the "
-                                                         "processor ahead of the model (0: in the training process)")
+    num_workers: int = Field(0, ge=0, le=MAX_WORKERS, description="DataLoader worker processes that decode images "
+                                                                  "and run the processor ahead of the model (0: in "
+                                                                  "the training process)")
     prefetch_batches: int = Field(2, gt=0, le=64, description="micro-batches each worker prepares ahead")
     feature_cache: bool = Field(False, description="compute the frozen vision tower's output once per image, "
                                                    "keep it under RUN_DIR, and train later epochs from it")
     length_prepass: bool = Field(True, description="before step 1, count every training sample's tokens (images "
                                                    "included), report the distribution and refuse a prompt "
                                                    "longer than data.max_length, naming it")
-    epoch_steps: Optional[int] = Field(None, gt=0, description="scheduler: epoch_cosine: optimizer steps per "
-                                                               "schedule epoch (MiniGPT-4's run.iters_per_epoch)")
+    epoch_steps: Optional[int] = Field(None, gt=0, le=MAX_STEPS,
+                                       description="scheduler: epoch_cosine: optimizer steps per schedule epoch "
+                                                   "(MiniGPT-4's run.iters_per_epoch)")
     answer_only_logits: bool = Field(True, description="run the LM head only at positions that predict an answer "
                                                        "token (same loss and gradients, far less memory)")
 
@@ -247,18 +322,32 @@ class TrainSection(_Section):
                              "epoch, MiniGPT-4's run.iters_per_epoch)")
         return self
 
+    @model_validator(mode="after")
+    def _rates_stay_below_lr(self):
+        # the warmup rises from warmup_start_lr to lr and the decay falls from lr to min_lr: either
+        # above lr turns the schedule upside down (pefomed.train.schedule)
+        for key in ("warmup_start_lr", "min_lr"):
+            if getattr(self, key) > self.lr:
+                raise ValueError(f"train.{key}={getattr(self, key):g} is above train.lr={self.lr:g}: the schedule "
+                                 f"moves between them, so it must be at most lr")
+        return self
+
 
 class InferSection(_Section):
-    batch_size: int = Field(8, gt=0)
-    max_new_tokens: int = Field(32, gt=0)
-    num_beams: int = Field(1, gt=0)
+    batch_size: int = Field(8, gt=0, le=MAX_BATCH)
+    max_new_tokens: int = Field(32, gt=0, le=MAX_TOKENS)
+    num_beams: int = Field(1, gt=0, le=MAX_SEQUENCES)  # each beam is one more sequence in the batch's memory
     temperature: float = Field(0.0, ge=0, le=100, description="0: greedy; above 0: sampling at this temperature")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling (with temperature > 0)")
     repetition_penalty: float = Field(1.0, gt=0, le=100, description="above 1 discourages repeated tokens")
-    seed: int = Field(0, ge=0, description="seeds sampling, batch by batch")
-    num_return_sequences: int = Field(1, gt=0, le=64, description="answers per question (beams or samples); "
-                                                                 "the first is the prediction, all are kept")
-    stop: list[str] = Field(default_factory=list, description="stop generating at any of these strings (cut from the text)")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="seeds sampling, batch by batch")
+    num_return_sequences: int = Field(1, gt=0, le=MAX_SEQUENCES, description="answers per question (beams or "
+                                                                            "samples); the first is the "
+                                                                            "prediction, all are kept")
+    # an empty stop string would match at once and cut every answer to nothing; how many strings is
+    # not bounded (each is one substring test per generated text)
+    stop: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list, description="stop generating at any of these strings (cut from the text)")
 
 
 class Recipe(_Section):
@@ -283,7 +372,8 @@ class Recipe(_Section):
         return self
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        # _Dumper quotes a string that StrictLoader would read as a number ("1e5"), so the file reads back
+        return yaml.dump(self.model_dump(mode="json"), Dumper=_Dumper, sort_keys=False)
 
 
 def _known_keys(loc: tuple) -> list[str]:
@@ -298,21 +388,36 @@ def _known_keys(loc: tuple) -> list[str]:
     return list(model.model_fields)
 
 
-def _format_validation_error(err: ValidationError, source: str, overridden: dict | None = None) -> str:
-    """One line per problem; a key set on the command line is blamed on the override, not the file."""
+def _line_of(loc: tuple, lines: dict) -> int | None:
+    """The line of the innermost key of `loc` the file gave (a list item's, else its key's)."""
+    for end in range(len(loc), 0, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return None
+
+
+def _format_validation_error(err: ValidationError, source: str, overridden: dict | None = None,
+                             lines: dict | None = None) -> str:
+    """One line per problem; a key set on the command line is blamed on the override, not the file
+    (whose problems say their line, from `lines`: StrictLoader.key_lines)."""
     import difflib
 
-    overridden = overridden or {}
-    lines: list[tuple[str, bool]] = []
+    overridden, lines = overridden or {}, lines or {}
+    problems: list[tuple[str, bool]] = []
     blamed_override = False
     for item in err.errors():
         loc = tuple(item["loc"])
         key = ".".join(str(part) for part in loc)
         node, from_override = overridden, True
         for part in loc:
-            node = node.get(part) if isinstance(node, dict) and part in node else None
-            if node is None:
-                from_override = False
+            if isinstance(node, dict):
+                if part not in node:
+                    from_override = False
+                    break
+                node = node[part]
+            elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+                node = node[part]
+            else:  # the override gave this whole value (`train.betas=[2, 3]`: its item is at fault)
                 break
         blamed_override |= from_override
         if item["type"] == "extra_forbidden":
@@ -323,11 +428,14 @@ def _format_validation_error(err: ValidationError, source: str, overridden: dict
             # a section's own check (a model validator): its message names the keys involved
             line = item["msg"].removeprefix("Value error, ")
         else:
-            line = f"recipe key '{short(key, 80)[1:-1]}': {item['msg']} (got {short(item.get('input'), 80)})"
-        lines.append((line, from_override))
-    if blamed_override and all(from_override for _, from_override in lines):
-        return "override: " + "; ".join(line for line, _ in lines)
-    return f"{source}: " + "; ".join(line + (" (override)" if from_override else "") for line, from_override in lines)
+            line = (f"recipe key '{short(key, 80)[1:-1]}': {item['msg'].removeprefix('Value error, ')} "
+                    f"(got {short(item.get('input'), 80)})")
+        at = None if from_override else _line_of(loc, lines)
+        problems.append((line + (f" (line {at})" if at else ""), from_override))
+    if blamed_override and all(from_override for _, from_override in problems):
+        return "override: " + "; ".join(line for line, _ in problems)
+    return f"{source}: " + "; ".join(line + (" (override)" if from_override else "")
+                                     for line, from_override in problems)
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any, source: str) -> None:
@@ -351,7 +459,10 @@ def parse_overrides(pairs: list[str]) -> dict:
         key, raw = pair.split("=", 1)
         where = f"override {short(key, 80)}"
         try:
-            value = yaml.safe_load(raw) if raw != "" else None
+            # the recipe file's own loader: 3e-5 is a number, a key given twice is refused
+            value = load_yaml(raw) if raw != "" else None
+        except DuplicateKeyError as err:  # (its line is the value's own, 1: not worth saying)
+            raise UserError(f"{where}: duplicate key {err.key!r} in the value") from None
         except yaml.YAMLError as err:
             raise UserError(f"{where}: value is not valid YAML ({short(str(err), 200)[1:-1]})") from None
         except RecursionError:
@@ -359,6 +470,23 @@ def parse_overrides(pairs: list[str]) -> dict:
         check_unicode(value, where)
         _set_dotted(tree, key.strip(), value, "override")
     return tree
+
+
+def _check_sections(tree: dict, source: str, lines: dict, model: type[BaseModel] = None, prefix: tuple = ()) -> None:
+    """Every section the file gives (model, train, model.tiny, ...) is a mapping of keys. Checked
+    before the overrides merge in, which would otherwise replace a malformed `train:` (a list, a
+    number, nothing) with the override's keys and hide it."""
+    for name, field in (model or Recipe).model_fields.items():
+        annotation = field.annotation
+        if name not in tree or not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            continue
+        value, path = tree[name], (*prefix, name)
+        if not isinstance(value, dict):
+            line = lines.get(path)
+            what = "nothing" if value is None else f"a {type(value).__name__}: {short(value, 60)}"
+            raise UserError(f"{source}{f':{line}' if line else ''}: recipe key '{'.'.join(path)}' is a section: a "
+                            f"mapping of its keys (key: value lines indented under it), not {what}")
+        _check_sections(value, source, lines, annotation, path)
 
 
 def _merge(base: dict, extra: dict) -> dict:
@@ -391,10 +519,97 @@ def builtin_recipe_path(name: str) -> Path:
     return path
 
 
-def read_yaml_file(path: Path, what: str) -> Any:
+# ---------------------------------------------------------------- strict YAML
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+# YAML 1.2 floats without a dot or without a signed exponent (3e-5, 1E6, 2.5e3): PyYAML follows
+# YAML 1.1 and reads these as strings, which a number field then refuses (no string -> number
+# coercion). So `lr: 3e-5` in a file and `train.lr=3e-5` on the command line stay numbers, as
+# they always were; quoted ("3e-5") they are strings.
+_FLOAT_12 = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+_FLOAT_FIRST = list("-+0123456789.")
+
+
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A key given twice in one mapping (`problem` names it and the line of the first)."""
+
+
+def _dotted(path: tuple) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(path))
+
+
+class StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader (no tags that build objects) that refuses a key given twice in one mapping
+    (SafeLoader keeps the last silently: a second `lr:` further down wins without a word) and
+    reads YAML 1.2 exponent floats as numbers. `key_lines` maps each key path of the document
+    (("train", "lr"), ("data", "mix", 0)) to its 1-based line, for messages about its value."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.key_lines: dict[tuple, int] = {}
+
+    def construct_document(self, node):
+        self._check_keys(node)
+        return super().construct_document(node)
+
+    def _check_keys(self, root) -> None:
+        seen: set[int] = set()
+        stack = [(root, ())]
+        while stack:  # iterative: a deeply nested document must not exhaust the Python stack here
+            node, path = stack.pop()
+            if id(node) in seen:  # an alias: checked where its anchor is (and no loop for `&a [*a]`)
+                continue
+            seen.add(id(node))
+            if isinstance(node, yaml.MappingNode):
+                first: dict = {}
+                for key_node, value_node in node.value:
+                    if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
+                        stack.append((value_node, path))  # `<<: *base` keys may be overridden by design
+                        continue
+                    ident, line = (key_node.tag, key_node.value), key_node.start_mark.line + 1
+                    key_path = (*path, key_node.value)
+                    if ident in first:
+                        error = DuplicateKeyError(None, None, f"duplicate key {clip(_dotted(key_path), 120)!r} "
+                                                              f"(first given on line {first[ident]})",
+                                                  key_node.start_mark)
+                        error.key = clip(_dotted(key_path), 120)
+                        raise error
+                    first[ident] = line
+                    self.key_lines.setdefault(key_path, line)
+                    stack.append((value_node, key_path))
+            elif isinstance(node, yaml.SequenceNode):
+                for i, item in enumerate(node.value):
+                    self.key_lines.setdefault((*path, i), item.start_mark.line + 1)
+                    stack.append((item, (*path, i)))
+
+
+StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, _FLOAT_FIRST)
+
+
+class _Dumper(yaml.SafeDumper):
+    """Writes what StrictLoader reads back: a string such as "1e5" is quoted."""
+
+
+_Dumper.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, _FLOAT_FIRST)
+
+
+def load_yaml(text: str, lines: dict | None = None) -> Any:
+    """`text` as data through StrictLoader; `lines` (when given) receives its key_lines."""
+    loader = StrictLoader(text)
+    try:
+        tree = loader.get_single_data()
+        if lines is not None:
+            lines.update(loader.key_lines)
+        return tree
+    finally:
+        loader.dispose()
+
+
+def read_yaml_file(path: Path, what: str, lines: dict | None = None) -> Any:
     """A user's YAML file (a recipe, a study) as data: UTF-8 only (UTF-16, binary and other bytes
-    are named as such), yaml.safe_load (no tags that build objects), bounded nesting, valid
-    Unicode; every problem is one UserError naming the file (and line)."""
+    are named as such), StrictLoader (yaml.SafeLoader: no tags that build objects; a key given
+    twice is refused), bounded nesting, valid Unicode, not empty; every problem is one UserError
+    naming the file (and line). `lines`, when given, receives the line of each key path."""
     try:
         data = path.read_bytes()
     except OSError as err:
@@ -406,13 +621,18 @@ def read_yaml_file(path: Path, what: str) -> Any:
     except UnicodeDecodeError as err:
         raise UserError(f"{path}: not UTF-8 text (byte {err.start})", hint=f"save the {what} as UTF-8") from None
     try:
-        tree = yaml.safe_load(text) or {}
+        tree = load_yaml(text, lines)
+    except DuplicateKeyError as err:
+        raise UserError(f"{path}:{err.problem_mark.line + 1}: {err.problem}",
+                        hint=f"a key may appear once per section of the {what}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise UserError(f"{where}: malformed YAML ({getattr(err, 'problem', None) or short(str(err), 200)[1:-1]})") from None
     except RecursionError:
         raise UserError(f"{path}: YAML nested too deeply") from None
+    if tree is None:  # an empty file, or comments only: never a silent "all defaults"
+        raise UserError(f"{path}: the {what} is empty")
     check_unicode(tree, str(path))
     return tree
 
@@ -424,18 +644,23 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         path = builtin_recipe_path(str(path))
     if not path.is_file():
         raise UserError(f"{path}: recipe file not found")
-    tree = read_yaml_file(path, "recipe")
+    lines: dict[tuple, int] = {}
+    tree = read_yaml_file(path, "recipe", lines)
     if not isinstance(tree, dict):
         raise UserError(f"{path}: a recipe must be a mapping of sections (model, method, data, train, infer)")
+    _check_sections(tree, str(path), lines)
     overridden = parse_overrides(overrides or [])
     tree = _merge(tree, overridden)
-    return validate_recipe(tree, str(path), overridden)
+    return validate_recipe(tree, str(path), overridden, lines)
 
 
-def validate_recipe(tree: dict, source: str = "recipe", overridden: dict | None = None) -> Recipe:
+def validate_recipe(tree: dict, source: str = "recipe", overridden: dict | None = None,
+                    lines: dict | None = None) -> Recipe:
+    """`tree` as a Recipe, or one UserError naming `source` and each bad key (with its line in the
+    file, from `lines`, where known)."""
     try:
         return Recipe.model_validate(tree)
     except ValidationError as err:
-        raise UserError(_format_validation_error(err, source, overridden)) from None
+        raise UserError(_format_validation_error(err, source, overridden, lines)) from None
     except UserError as err:  # raised by a section's own check, e.g. a template without {question}
         raise UserError(f"{source}: {clip(str(err), 600)}") from None  # clipped: it may quote a 100 kB value

@@ -207,12 +207,16 @@ def verify_images(data_dir: str | os.PathLike, manifest: dict, split: str, sampl
     if hashlib.sha256(data).hexdigest() != entry["sha256"]:
         raise UserError(f"{path}: changed since prepare wrote it (its sha256 is not the one in {MANIFEST})",
                         hint="rerun `pefomed prepare --overwrite`")
-    recorded = {row.get("path"): row for _, row in iter_jsonl_lines(path, io.BytesIO(data))}
+    recorded = {row.get("path"): row for _, row in iter_jsonl_lines(path, io.BytesIO(data)) if isinstance(row, dict)}
     if entry.get("images") is not None and entry["images"] != len(recorded):
         raise UserError(f"{where}: image_digests.images is {short(entry['images'], 40)}, {IMAGE_DIGESTS} lists "
                         f"{len(recorded)}; the manifest was edited after prepare", hint="rerun `pefomed prepare --overwrite`")
+    checked: set[str] = set()  # an image asked about by many questions is hashed once (VQA-RAD: ~11 each)
     for sample in samples:
         for rel in sample.images:
+            if rel in checked:
+                continue
+            checked.add(rel)
             row = recorded.get(rel)
             image = data_dir / rel
             if row is None:

@@ -63,7 +63,14 @@ class InferOptions:
     series_frames: int = 1  # --images: slices shown of each DICOM series (data.images.SERIES_RULE)
 
     def check(self) -> None:
+        """Every option in its range, before any file is read or model loaded; each message names
+        the flag. The settings that are also recipe keys (infer.*) are checked by the recipe's own
+        fields (pefomed.recipe.InferSection), so `--num-beams` and `infer.num_beams` take the same
+        range; `pefomed study --dry-run` calls this too, for the options its cells will pass."""
+        from pydantic import ValidationError
+
         from pefomed.infer.batch_size import parse_batch_size
+        from pefomed.recipe import MAX_SEQUENCES, MAX_WORKERS, SEED_MAX, InferSection
 
         self.batch_size = parse_batch_size(self.batch_size)
         for flag, value in (("--batch-size", None if self.batch_size == "auto" else self.batch_size),
@@ -72,8 +79,37 @@ class InferOptions:
                             ("--series-frames", self.series_frames)):
             if value is not None and value < 1:
                 raise UserError(f"{flag} must be at least 1, got {value}")
-        if self.num_workers < 0:
-            raise UserError(f"--workers must be 0 (decode in this process) or more, got {self.num_workers}")
+        as_recipe = {"batch_size": None if self.batch_size == "auto" else self.batch_size,
+                     "max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams,
+                     "num_return_sequences": self.num_return_sequences, "temperature": self.temperature,
+                     "top_p": self.top_p, "repetition_penalty": self.repetition_penalty, "seed": self.seed,
+                     "stop": self.stop}
+        for key, value in as_recipe.items():
+            if value is not None:
+                try:
+                    InferSection.model_validate({key: value})
+                except ValidationError as err:
+                    raise UserError(f"--{key.replace('_', '-')}: {_first_line(err)}") from None
+        # (flag, value, lowest, highest): the options that are no recipe key
+        for flag, value, low, high in (
+                # train.num_workers' range: DataLoader workers here as there
+                ("--workers", self.num_workers, 0, MAX_WORKERS),
+                # every shot is one more image and solved turn in each prompt; 0 is zero-shot
+                ("--shots", self.prompting.shots, 0, MAX_SEQUENCES),
+                ("--shots-seed", self.prompting.shots_seed, 0, SEED_MAX),  # hashed with each question's id
+                ("--limit-seed", self.limit_seed, 0, SEED_MAX),  # random.Random(seed).sample of the ids
+                # slices of one DICOM series shown in one prompt, each a whole image of tokens
+                ("--series-frames", self.series_frames, 1, MAX_SEQUENCES)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise UserError(f"{flag} must be a whole number, got {value!r}")
+            if not low <= value <= high:
+                raise UserError(f"{flag} must be {'at least' if value < low else 'at most'} "
+                                f"{low if value < low else high}, got {value}"
+                                + (" (0: decode in this process)" if flag == "--workers" else ""))
+        if self.report_prompt is not None:  # the rules of data.report_prompt, which it replaces
+            from pefomed.instructions import check
+
+            check(self.report_prompt, "--report-prompt", needs_question=False)
 
     def apply(self, recipe: Recipe) -> None:
         for key in ("temperature", "top_p", "repetition_penalty", "seed", "stop", "num_beams",

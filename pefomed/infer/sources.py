@@ -107,7 +107,7 @@ def _question_rows(path: Path):
     """(line number, {column: value}) of a CSV (with a header) or JSONL questions file."""
     import csv
 
-    from pefomed.data.formats._common import check_csv_header
+    from pefomed.data.formats._common import check_csv_header, csv_error
     from pefomed.io import iter_jsonl
 
     suffix = path.suffix.lower()
@@ -141,7 +141,7 @@ def _question_rows(path: Path):
         except UnicodeDecodeError as err:
             raise UserError(f"--questions {path}: not UTF-8 text (byte {err.start})") from None
         except csv.Error as err:
-            raise UserError(f"{path}:{reader.line_num}: malformed CSV ({err})") from None
+            raise csv_error(path, reader, err) from None
 
 
 def questions_samples(questions: str | Path, folder: str | Path) -> tuple[list[Sample], Path, bool]:

@@ -26,11 +26,13 @@ The RUN_DIR written is what `pefomed train` leaves (recipe.yaml, processor/, ada
 
 from __future__ import annotations
 
+import math
 import re
+import warnings
 from pathlib import Path
 
 from pefomed.errors import UserError
-from pefomed.io import atomic_write, sha256_file, write_json
+from pefomed.io import atomic_write, sha256_file, short, write_json
 from pefomed.models.bundle import import_peft
 from pefomed.models.loader import load_base, materialize_base
 from pefomed.models.run_dir import ADAPTER_DIR, PROCESSOR_DIR, RECIPE_FILE, save_trained
@@ -53,18 +55,24 @@ def read_released(path: str | Path) -> tuple[dict, dict]:
     if not path.is_file():
         raise UserError(f"{path}: no such checkpoint file")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # "Detected pickle protocol 4": noise beside the one message below
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        # weights_only refuses globals it does not know (classes, functions): never executed
-        first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-        raise UserError(f"{path}: refused: loading it needs arbitrary unpickling (it names Python objects beyond "
-                        f"tensors and plain containers, which could run code); pefomed loads checkpoints with "
-                        f"torch.load(weights_only=True) only ({first})") from None
+        reason = _unpickler_reason(err)
+        if not reason.startswith("Unsupported operand"):
+            # weights_only refuses globals it does not know (classes, functions): never executed
+            raise UserError(f"{path}: refused: loading it needs arbitrary unpickling (it names Python objects beyond "
+                            f"tensors and plain containers, which could run code); pefomed loads checkpoints with "
+                            f"torch.load(weights_only=True) only ({reason})") from None
+        # "Unsupported operand 123": the bytes are no pickle the tensors-only loader knows (a text
+        # or JSON file, random bytes): nothing was run, it is just not a checkpoint
+        raise UserError(f"{path}: not a readable PyTorch checkpoint{_looks_like(path)} ({reason})") from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError,
             UnicodeDecodeError, MemoryError, RecursionError) as err:
         # a text or other non-pickle file fails inside the unpickler with whatever byte it met
         # (a text file starting with "e": KeyError: 101); all of them mean "not a checkpoint"
-        raise UserError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: "
+        raise UserError(f"{path}: not a readable PyTorch checkpoint{_looks_like(path)} ({type(err).__name__}: "
                         f"{str(err)[:200]})") from None
     state = obj.get("model") if isinstance(obj, dict) and isinstance(obj.get("model"), dict) else obj
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -75,6 +83,33 @@ def read_released(path: str | Path) -> tuple[dict, dict]:
         raise UserError(f"{path}: weight names must be strings, got the {type(odd).__name__} key {odd!r:.60}")
     config = obj.get("config") if isinstance(obj, dict) and isinstance(obj.get("config"), dict) else {}
     return state, config
+
+
+def _unpickler_reason(err: Exception) -> str:
+    """The line of torch's long weights-only message that says what stopped it."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    for k, line in enumerate(lines):
+        if "WeightsUnpickler error:" in line:
+            rest = line.split("WeightsUnpickler error:", 1)[1].strip() or (lines[k + 1] if k + 1 < len(lines) else "")
+            return rest[:200]
+    return (lines[-1] if lines else type(err).__name__)[:200]
+
+
+def _looks_like(path: Path) -> str:
+    """" (it is a text file)" when the file starts as UTF-8 text: the likely mistake of passing a
+    log, a config or a README where the .pth belongs."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return ""
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as err:  # a multi-byte character cut at the end of the 4096 bytes
+        text = head[:err.start].decode("utf-8") if err.start > len(head) - 4 else ""
+    if text and all(c.isprintable() or c in "\t\r\n" for c in text):
+        return ": it is a text file"
+    return ""
 
 
 def map_released_keys(state: dict, where: str) -> dict:
@@ -96,12 +131,29 @@ def map_released_keys(state: dict, where: str) -> dict:
     return mapped
 
 
+def _recorded_number(model_cfg: dict, key: str, where: str) -> float | None:
+    """config.model.<key> of a released file, a number or absent; anything else is named."""
+    value = model_cfg.get(key)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            value = None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise UserError(f"{where}: config.model.{key} must be a number, got {short(model_cfg.get(key), 60)}")
+    return value
+
+
 def _check_recorded_lora(config: dict, recipe: Recipe, where: str) -> None:
     model_cfg = config.get("model") if isinstance(config.get("model"), dict) else {}
-    r = model_cfg.get("lora_r")
-    if r is not None and int(r) != recipe.method.r:
+    r = _recorded_number(model_cfg, "lora_r", where)
+    alpha_value = _recorded_number(model_cfg, "lora_alpha", where)
+    if r is not None and r != recipe.method.r:
+        r = int(r) if float(r).is_integer() else r
         raise UserError(f"{where}: config.model.lora_r is {r} but the recipe's method.r is {recipe.method.r}")
-    alpha = model_cfg.get("lora_alpha", RELEASED_DEFAULT_ALPHA)
+    alpha = RELEASED_DEFAULT_ALPHA if alpha_value is None else alpha_value
     if float(alpha) != float(recipe.method.alpha):
         source = "config.model.lora_alpha" if "lora_alpha" in model_cfg else \
             f"lora_alpha (not recorded in the file: the released default {RELEASED_DEFAULT_ALPHA})"

@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pefomed.errors import UserError
+from pefomed.io import short
 from pefomed.score.report import SECTIONS
 
 RESAMPLE_UNITS = ("sample", "image", "study", "patient")
+MAX_BOOTSTRAP = 1_000_000
 PROPORTION_INTERVALS = ("wilson", "clopper-pearson", "bootstrap")
 
 
@@ -33,11 +35,15 @@ def _vqa_conventions() -> tuple[str, ...]:
     return tuple(CONVENTIONS)
 
 
-def _option(default: Any, help: str, *, choices: tuple | Callable[[], tuple] | None = None, check: tuple[Callable, str] | None = None,
+def _option(default: Any, help: str, *, choices: tuple | Callable[[], tuple] | None = None, check: tuple | None = None,
             cli: bool = True) -> Any:
     """A ScoreOptions field: its default, the help text the CLI shows, the allowed values or a
-    (predicate, requirement) check, and whether it is a command-line option."""
+    (predicate, requirement) check (or a tuple of them, each its own message), and whether it is
+    a command-line option."""
     return field(default=default, metadata={"help": help, "choices": choices, "check": check, "cli": cli})
+
+
+_NON_EMPTY = (lambda v: bool(str(v).strip()), "a non-empty text")
 
 
 @dataclass
@@ -54,16 +60,23 @@ class ScoreOptions:
     uncertain: str = _option("negative", "Clinical: uncertain mentions count as negative (default, R2Gen's "
                              "protocol), positive, or are ignored.", choices=("negative", "positive", "ignore"))
     semantic: bool = _option(False, "Sentence-embedding cosine similarity (extra 'semantic').")
-    judge_url: str | None = _option(None, "OpenAI-compatible base URL for the LLM judge.")
-    judge_model: str | None = _option(None, "Judge model name at --judge-url.")
-    judge_key_env: str | None = _option(None, "Env var holding the judge API key, e.g. OPENAI_API_KEY.")
-    judge_local: str | None = _option(None, "Local transformers causal LM folder as judge.")
-    judge_cache: str | None = _option(None, "Judge reply cache folder (default ~/.cache/pefomed/judge).")
+    # the judge's texts: given, each is non-empty (an empty --judge-url would switch the judge off
+    # without a word; an empty --judge-cache would cache in the current folder)
+    judge_url: str | None = _option(None, "OpenAI-compatible base URL for the LLM judge.", check=_NON_EMPTY)
+    judge_model: str | None = _option(None, "Judge model name at --judge-url.", check=_NON_EMPTY)
+    judge_key_env: str | None = _option(None, "Env var holding the judge API key, e.g. OPENAI_API_KEY.",
+                                        check=_NON_EMPTY)
+    judge_local: str | None = _option(None, "Local transformers causal LM folder as judge.", check=_NON_EMPTY)
+    judge_cache: str | None = _option(None, "Judge reply cache folder (default ~/.cache/pefomed/judge).",
+                                      check=_NON_EMPTY)
     judge_protocol: str = _option("pefomed", "Judge prompts: pefomed (ours) or pefomed-paper (PeFoMed's released "
                                   "gpt_eval prompts, verbatim).", choices=("pefomed", "pefomed-paper"))
+    # at most MAX_BOOTSTRAP: the resamples are held as index arrays (10^6 x the rows is already
+    # gigabytes for a test set of a few hundred), and past 10^4 the interval's Monte Carlo error is
+    # far below the sampling error it estimates
     bootstrap: int = _option(1000, "Bootstrap resamples (0 = no bootstrap: accuracies keep their proportion "
                              "interval, comparisons get a verdict only from exact McNemar where it applies).",
-                             check=(lambda v: v >= 0, ">= 0"))
+                             check=((lambda v: v >= 0, ">= 0"), (lambda v: v <= MAX_BOOTSTRAP, f"<= {MAX_BOOTSTRAP:,}")))
     seed: int = _option(0, "Bootstrap seed (0 or more).", check=(lambda v: 0 <= v < 2**63, "0 or more"))
     alpha: float = _option(0.05, "Significance level: (1 - alpha) intervals, verdicts at p < alpha.",
                            check=(lambda v: 0 < v < 1, "in (0, 1)"))
@@ -92,30 +105,70 @@ class ScoreOptions:
 
     def validate(self) -> None:
         """Check every option against its declaration; errors name the option key and its flag."""
+        for f in fields(self):
+            self.check_value(f.name, getattr(self, f.name))
+
+    @classmethod
+    def check_value(cls, name: str, value: Any) -> None:
+        """One option's value against its declaration (type, choices, range): what `validate`
+        applies to each field, and what `pefomed study` applies to the score settings its cells
+        pass to `pefomed score`, so a study is refused by the very rule the command would apply."""
         import typing
 
-        hints = typing.get_type_hints(type(self))
-        for f in fields(self):
-            value, meta = getattr(self, f.name), f.metadata
-            name = f"option {f.name} ({self.flag(f.name)})" if meta["cli"] else f"option {f.name}"
-            kind = hints[f.name]
-            base = [t for t in typing.get_args(kind) if t is not type(None)] or [kind]
-            if value is None:
-                if type(None) not in typing.get_args(kind):
-                    raise UserError(f"{name} needs a value")
-                continue
-            ok = (isinstance(value, bool) if base[0] is bool else
-                  isinstance(value, int) and not isinstance(value, bool) if base[0] is int else
-                  isinstance(value, (int, float)) and not isinstance(value, bool) if base[0] is float else
-                  isinstance(value, (str, os.PathLike)) if base[0] is str and not meta["choices"] else
-                  isinstance(value, base[0]))
-            if not ok:
-                raise UserError(f"{name} must be {base[0].__name__}, got {value!r}")
-            choices = meta["choices"]() if callable(meta["choices"]) else meta["choices"]
-            if choices and value not in choices:
-                raise UserError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-            if meta["check"] and not meta["check"][0](value):
-                raise UserError(f"{name} must be {meta['check'][1]}, got {value!r}")
+        f = next((f for f in fields(cls) if f.name == name), None)
+        if f is None:
+            raise TypeError(f"unknown score option: {name}")
+        meta = f.metadata
+        label = f"option {f.name} ({cls.flag(f.name)})" if meta["cli"] else f"option {f.name}"
+        kind = typing.get_type_hints(cls)[f.name]
+        base = [t for t in typing.get_args(kind) if t is not type(None)] or [kind]
+        if value is None:
+            if type(None) not in typing.get_args(kind):
+                raise UserError(f"{label} needs a value")
+            return
+        ok = (isinstance(value, bool) if base[0] is bool else
+              isinstance(value, int) and not isinstance(value, bool) if base[0] is int else
+              isinstance(value, (int, float)) and not isinstance(value, bool) if base[0] is float else
+              isinstance(value, (str, os.PathLike)) if base[0] is str and not meta["choices"] else
+              isinstance(value, base[0]))
+        if not ok:
+            raise UserError(f"{label} must be {base[0].__name__}, got {value!r}")
+        choices = meta["choices"]() if callable(meta["choices"]) else meta["choices"]
+        if choices and value not in choices:
+            raise UserError(f"{label} must be one of {', '.join(choices)}; got {value!r}")
+        checks = meta["check"] or ()
+        for predicate, requirement in ([checks] if checks and callable(checks[0]) else checks):
+            if not predicate(value):
+                raise UserError(f"{label} must be {requirement}, got {short(value, 80)}")
+
+
+def metric_name_problem(metric: str) -> str | None:
+    """Why `metric` ("section/name", as keyed in METRICS.json) is never a metric `pefomed score`
+    writes, or None. The names come from the scorers' own tables (VQA subsets by question_type,
+    organ or modality take any label: they depend on the data)."""
+    from pefomed.metrics.nlg import N
+    from pefomed.score.clinical import OBSERVATIONS
+    from pefomed.score.vqa_section import GROUP_KEYS
+
+    section, _, name = metric.partition("/")
+    fixed = {
+        "vqa": {"overall", "closed", "open", "closed_yesno_first_word"},
+        "report": {*(f"BLEU-{k}" for k in range(1, N + 1)), "METEOR", "ROUGE-L", "CIDEr-D"},
+        "clinical": {*(f"{m}_{avg}/{n}" for m in ("precision", "recall", "f1") for avg in ("micro", "macro")
+                       for n in ("14", "5")),
+                     *(f"{m}/{obs}" for m in ("precision", "recall", "f1") for obs in OBSERVATIONS)},
+        "semantic": {"cosine"},
+        "judge": {"vqa_correct", "report_likert", "report_likert/4"},
+    }
+    if section not in fixed:
+        return f"no section {section!r} (sections: {', '.join(fixed)})"
+    if name in fixed[section]:
+        return None
+    if section == "vqa" and name.partition("/")[0] in GROUP_KEYS and name.partition("/")[2]:
+        return None
+    examples = sorted(fixed[section])[:6]
+    return (f"{section!r} has no metric {name!r} (e.g. {', '.join(f'{section}/{e}' for e in examples)}"
+            + (f"; or vqa/{{{'|'.join(GROUP_KEYS)}}}/LABEL" if section == "vqa" else "") + ")")
 
 
 def collect_specs(rows: list, opts: ScoreOptions, groups: list | None = None) -> tuple[list, dict[str, Any]]:

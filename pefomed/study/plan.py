@@ -201,6 +201,7 @@ class Planner:
         self.adaptations = {a.name: a for a in study.adaptations}
         self.selections: dict[tuple, Unit] = {}
         self.cells: list[Unit] = []
+        self._recipes_checked: set[tuple] = set()
 
     def _infer_common(self) -> list[str]:
         out = []
@@ -253,8 +254,54 @@ class Planner:
         self.selections[key] = unit
         return unit
 
+    def _check_sources(self) -> None:
+        """Each model source as `pefomed infer` will read it (pefomed.models.source.resolve_source):
+        a missing path, a RUN_DIR without trained weights or a folder that is no model is refused
+        now, naming the model, not when its first cell runs."""
+        from pefomed.models.source import resolve_source as read_source
+
+        for i, model in enumerate(self.study.models):
+            try:
+                read_source(resolve_source(model.source, self.root))
+            except UserError as err:
+                raise UserError(f"model {model.name!r} (models[{i}].source): {err}") from None
+
+    def _check_infer_options(self) -> None:
+        """The options the cells' and selections' `pefomed infer` steps will pass, checked by infer's
+        own checks (InferOptions.check, Prompting): a dry run refuses what the run would."""
+        from pefomed.infer.fewshot import Prompting
+        from pefomed.infer.run import InferOptions
+
+        study, sel = self.study, self.study.selection
+        try:  # the settings every infer step passes (infer.*, and selection.limit / seed for selections)
+            InferOptions(batch_size=study.infer.batch_size, max_new_tokens=study.infer.max_new_tokens,
+                         limit=sel.limit, limit_seed=sel.seed).check()
+        except UserError as err:
+            raise UserError(f"study keys infer / selection: `pefomed infer` would refuse them: {err}") from None
+        for i, a in enumerate(study.adaptations):
+            pool = pool_of(study, a) or [{}]  # no pool: the recipe's own prompt
+            for c in pool:
+                # a few-shot cell draws with its candidate's shots_seed, else with each study seed
+                shots_seeds = [0]
+                if a.kind == "few-shot":
+                    shots_seeds = [c["shots_seed"]] if "shots_seed" in c else list(study.seeds)
+                for shots_seed in shots_seeds:
+                    try:
+                        prompting = Prompting(system_prompt=c.get("system_prompt"), template=c.get("template"),
+                                              shots=a.shots or 0, shots_seed=shots_seed,
+                                              closed_answer=a.closed_answer)
+                        InferOptions(batch_size=study.infer.batch_size, max_new_tokens=study.infer.max_new_tokens,
+                                     report_prompt=c.get("report_prompt"), limit=sel.limit, limit_seed=sel.seed,
+                                     prompting=prompting).check()
+                    except UserError as err:
+                        candidate = f", prompt candidate {c['name']!r}" if c else ""
+                        raise UserError(f"adaptation {a.name!r} (adaptations[{i}]{candidate}): `pefomed infer` "
+                                        f"would refuse its options: {err}") from None
+
     def plan(self) -> tuple[list[Unit], list[Unit]]:
         study = self.study
+        self._check_sources()
+        self._check_infer_options()
         for data in study.data:
             data_dir = Path(resolve_source(data.dir, self.root))
             if not data_dir.is_dir():
@@ -269,6 +316,22 @@ class Planner:
                             self._cell(data, data_dir, task, model, source, a, method, seed)
         return list(self.selections.values()), self.cells
 
+    def _check_recipe(self, recipe_arg: str, overrides: list[str], a: Adaptation, method, seed) -> None:
+        """The recipe this cell's `pefomed train` will load, loaded now by the same function
+        (pefomed.recipe.load_recipe): a bad or unknown override is refused before anything runs."""
+        from pefomed.recipe import load_recipe
+
+        key = (recipe_arg, tuple(overrides))
+        if key in self._recipes_checked:
+            return
+        try:
+            load_recipe(recipe_arg, overrides)
+        except UserError as err:
+            i = self.study.adaptations.index(a)
+            raise UserError(f"adaptation {a.name!r} (adaptations[{i}].recipe / overrides, method {method}, seed "
+                            f"{seed}): `pefomed train` would refuse its recipe: {err}") from None
+        self._recipes_checked.add(key)
+
     def _cell(self, data, data_dir, task, model, source, a, method, seed) -> None:
         # a blind cell repeats its reference adaptation (model, prompt choice, shots, closed answers)
         chooser = self.adaptations[a.of] if a.kind == "blind" else a
@@ -282,6 +345,7 @@ class Planner:
             recipe_arg, recipe_text = _recipe_text(a.recipe, self.root)
             train_over = model_train_overrides(model, self.root)
             overrides = [*train_over, *a.overrides, f"method.name={method}", f"train.seed={seed}"]
+            self._check_recipe(recipe_arg, overrides, a, method, seed)
             definition.update(recipe=recipe_text, overrides=overrides)
             steps.append(Step("train", ["train", recipe_arg, "--data", str(data_dir), "--out", "run", *overrides],
                               "run/last.json"))

@@ -1,15 +1,22 @@
 """The study report: study.json, study.md and study.html (inline SVG, nothing fetched).
 
 Rows: per data set, each group of cells (model x adaptation x method) with each reported metric's
-value and interval; with several seeds, mean +- std over seeds and a t interval of the mean.
+value and interval; with several seeds, mean +- std over seeds and a percentile bootstrap over
+images within seeds and over seeds (the resampling of the comparisons, pefomed.score.stats), so
+seeds that agree still show the test set's sampling error (the t interval over seeds is kept
+beside it as t_ci_low/t_ci_high). Rows and comparisons whose predictions `pefomed score` flags
+as degenerate (empty, punctuation-only or all identical: pefomed.score.run.output_checks) carry
+that flag in study.json, study.md and study.html.
 Comparisons: each pair the study file asks for, scored by `pefomed score A... --compare B...`
 (paired, clustered bootstrap over images and seeds, or exact McNemar where it applies), then the
 Holm correction across all comparisons of the study, per metric. Verdicts after Holm: win/loss when
 the adjusted p < alpha (sign of the difference), else tie. The summary counts wins, ties and losses
 per comparison kind and metric, as arXiv 2411.04118 does for medical models against their bases.
 
-Every number is computed by pefomed.score.run.score_files, the function behind `pefomed score`,
-on the cells' PRED.jsonl files: the report can always be reproduced by hand with `pefomed score`.
+Every value, comparison and single-seed interval is computed by pefomed.score.run.score_files,
+the function behind `pefomed score`, on the cells' PRED.jsonl files: those can always be
+reproduced by hand with `pefomed score`; a several-seed row's bootstrap interval is computed here,
+from the same per-sample statistics and resampling code as a comparison of those seeds.
 """
 
 from __future__ import annotations
@@ -73,32 +80,132 @@ def _pairs(study: Study, groups: dict) -> list[dict]:
 
 
 SCORES_DIR = "scores"
+CHECKSUM_SUFFIX = ".sha256"  # beside each kept score: "<sha256 of its bytes>  <name>", as sha256sum writes
+SEED_INTERVALS = "seed_intervals"  # the kept score's key for a several-seed row's bootstrap intervals
+
+
+def _warn(message: str) -> None:
+    from pefomed.console import console
+
+    console.print(f"[bold yellow]warning:[/] {message}", highlight=False)
+
+
+def _kept(cached: Path) -> dict | None:
+    """A kept score, only when its bytes match the sha256 written beside it; else None, with a
+    warning naming the file (a damaged, edited or unverifiable entry is recomputed, never used)."""
+    from pefomed.errors import UserError
+    from pefomed.io import read_json, sha256_file
+
+    checksum = cached.with_name(cached.name + CHECKSUM_SUFFIX)
+    try:
+        recorded = checksum.read_text(encoding="utf-8").split()[0] if checksum.is_file() else None
+    except (OSError, UnicodeDecodeError, IndexError):
+        recorded = None
+    if recorded is None:
+        _warn(f"kept score {cached} has no readable checksum ({checksum.name}): recomputed, not used")
+        return None
+    if sha256_file(cached) != recorded:
+        _warn(f"kept score {cached} does not match its sha256 in {checksum.name} (edited or damaged): "
+              "recomputed, not used")
+        return None
+    try:
+        return read_json(cached)
+    except UserError as err:
+        _warn(f"kept score {cached} cannot be read ({err}): recomputed, not used")
+        return None
 
 
 def _scored(study_dir: Path, files: list[Path], compare: list[Path] | None, opts: dict) -> dict:
     """`score_files(files, compare=compare, **opts)`, kept in STUDY_DIR/scores/ under a key made of
     the files' contents, the options and the pefomed version: a study run again (after a kill, or
     to add cells) re-scores only the groups whose predictions changed. Report data sets would
-    otherwise start METEOR's JVM and redo every bootstrap on each run."""
+    otherwise start METEOR's JVM and redo every bootstrap on each run.
+
+    Each kept file has its sha256 beside it (NAME.json.sha256); on reuse a mismatch, or a missing
+    checksum, is recomputed with a warning naming the file. Several files without `compare` (the
+    seeds of one row) also keep their bootstrap intervals (`seed_intervals`)."""
     import hashlib
     import json
 
     from pefomed import __version__
-    from pefomed.errors import UserError
     from pefomed.io import read_json, sha256_file
     from pefomed.score.run import score_files
 
     key = hashlib.sha256(json.dumps({"files": [sha256_file(f) for f in files],
                                      "compare": [sha256_file(f) for f in compare or []],
-                                     "options": opts, "pefomed": __version__}, sort_keys=True).encode()).hexdigest()
+                                     "options": opts, "pefomed": __version__,
+                                     "seed_intervals": compare is None and len(files) > 1},
+                                    sort_keys=True).encode()).hexdigest()
     cached = study_dir / SCORES_DIR / f"{key}.json"
     if cached.is_file():
-        try:
-            return read_json(cached)
-        except UserError:  # a damaged entry (read_json names every way it can fail): recomputed, never trusted
-            pass
-    write_json(cached, score_files(files, compare=compare, **opts))
+        kept = _kept(cached)
+        if kept is not None:
+            return kept
+    scored = score_files(files, compare=compare, **opts)
+    if compare is None and len(files) > 1:
+        scored[SEED_INTERVALS] = seed_intervals(files, opts)
+    write_json(cached, scored)
+    with atomic_write(cached.with_name(cached.name + CHECKSUM_SUFFIX)) as handle:
+        handle.write(f"{sha256_file(cached)}  {cached.name}\n")
     return read_json(cached)  # the same JSON values whether fresh or kept
+
+
+def seed_intervals(files: list[Path], opts: dict) -> dict:
+    """Per metric, the (1 - alpha) percentile bootstrap of a several-seed row's value (the mean
+    over seeds of the metric): each resample draws test images (the resampling unit's clusters;
+    the same draw for every seed, since the seeds answer the same questions) and training seeds
+    with replacement, as the paired comparison does on each side (pefomed.score.stats.
+    paired_difference). Unlike the t interval over seeds it keeps the test set's sampling error
+    when the seeds agree. {"sections": {section: {metric: {ci_low, ci_high}}}, "description",
+    "seeds"}; without resamples, or when the seeds' files hold different ids, the reason instead
+    ("unavailable") and the report keeps the t interval."""
+    import numpy as np
+
+    from pefomed.errors import UserError
+    from pefomed.score.rows import read_rows
+    from pefomed.score.run import ScoreOptions, _align, _bootstrap, _codes, collect_specs
+    from pefomed.score.stats import _clean, _seed_mean, interval, seed_draws
+
+    o = ScoreOptions.from_kwargs(opts)
+    level = f"{100 * (1 - o.alpha):g}%"
+    if not o.bootstrap:
+        return {"unavailable": "no bootstrap resamples (bootstrap: 0): t interval over seeds", "seeds": len(files)}
+    rows = [read_rows(p, o.task) for p in files]
+    try:
+        aligned, keys = _align(list(zip(files, rows)), o.resample_unit)
+    except UserError as err:
+        return {"unavailable": f"the seeds' files do not pair by id ({err}): t interval over seeds",
+                "seeds": len(files)}
+    codes = None if o.resample_unit == "sample" else _codes(keys)
+    boot = _bootstrap(len(aligned[0]), o, codes)
+    specs = [{(spec.section, spec.name): spec for spec in collect_specs(r, o, groups=aligned[0])[0]} for r in aligned]
+    draws = seed_draws(len(files), boot.resamples, boot.seed, 0)
+    sections: dict[str, dict] = {}
+    for key, spec in specs[0].items():
+        same = [m.get(key) for m in specs]
+        if any(x is None or (x.extra and "unavailable" in x.extra) for x in same):
+            continue
+        with np.errstate(divide="ignore", invalid="ignore"):
+            low, high = interval(_seed_mean([x.stats for x in same], spec.fn, boot, draws), o.alpha)
+        sections.setdefault(key[0], {})[key[1]] = {"ci_low": _clean(low), "ci_high": _clean(high)}
+    unit = o.resample_unit
+    over = "questions/reports" if unit == "sample" else f"{unit}s"
+    return {"sections": sections, "seeds": len(files),
+            "description": f"{level} percentile bootstrap over {over} within seeds and over seeds "
+                           f"({len(files)} seeds, {o.bootstrap} resamples, seed {o.seed})"}
+
+
+def _degenerate(outputs: list[dict], members: list[Unit]) -> list[dict]:
+    """The cells whose predictions `pefomed score` flagged (its output_checks, in the order of the
+    files scored: `members`), each with its flags."""
+    return [{"cell": cell.id, "seed": cell.seed, "flags": list(check.get("flags") or [])}
+            for check, cell in zip(outputs, members) if check.get("degenerate")]
+
+
+def _flag_text(flagged: list[dict]) -> str:
+    """'seed 0: 12 empty predictions; seed 1: ...' ('|' shown as '¦': the text goes in table cells)."""
+    return "; ".join((f"seed {d['seed']}: " if d.get("seed") is not None else "") + ", ".join(d["flags"])
+                     for d in flagged).replace("|", "¦")
 
 
 def build_report(study: Study, study_dir: Path, cells: list[Unit]) -> dict:
@@ -110,8 +217,11 @@ def build_report(study: Study, study_dir: Path, cells: list[Unit]) -> dict:
         groups.setdefault(cell.group, []).append(cell)
     tasks = {d.name: next(c.task for c in cells if c.data == d.name) for d in study.data}
 
+    def members_of(group):
+        return sorted(groups[group], key=lambda c: c.seed or 0)
+
     def preds(group):
-        return [study_dir / c.folder / "pred.jsonl" for c in sorted(groups[group], key=lambda c: c.seed or 0)]
+        return [study_dir / c.folder / "pred.jsonl" for c in members_of(group)]
 
     def metrics_of(data):
         return study.score.metrics or DEFAULT_METRICS[tasks[data]]
@@ -119,15 +229,25 @@ def build_report(study: Study, study_dir: Path, cells: list[Unit]) -> dict:
     rows = []
     for group, members in groups.items():
         scored = _scored(study_dir, preds(group), None, opts)
+        boot = scored.get(SEED_INTERVALS) or {}
         values = {}
         for metric in metrics_of(group[0]):
             e = _entry(scored, metric)
             if e is not None:
                 values[metric] = {k: e.get(k) for k in ("value", "ci_low", "ci_high", "n", "std", "n_runs", "values",
                                                         "interval", "unavailable") if k in e}
+                b = _entry(boot.get("sections") or {}, metric)
+                if b is not None and not e.get("unavailable"):
+                    values[metric].update({"t_ci_low": e.get("ci_low"), "t_ci_high": e.get("ci_high"),
+                                           "ci_low": b["ci_low"], "ci_high": b["ci_high"],
+                                           "interval": "bootstrap over images within seeds and over seeds"})
+        interval_note = boot.get("description") or boot.get("unavailable")
+        degenerate = _degenerate(scored.get("outputs") or [], members_of(group))
         rows.append({"data": group[0], "model": group[1], "adaptation": group[2], "method": group[3],
                      "seeds": [c.seed for c in members if c.seed is not None],
-                     "cells": [c.id for c in members], "metrics": values})
+                     "cells": [c.id for c in members], "metrics": values,
+                     **({"intervals": interval_note} if interval_note else {}),
+                     "degenerate": degenerate})
 
     comparisons = []
     for pair in _pairs(study, groups):
@@ -142,10 +262,14 @@ def build_report(study: Study, study_dir: Path, cells: list[Unit]) -> dict:
                 entries[metric] = {"difference": e.get("value"), "ci_low": e.get("ci_low"), "ci_high": e.get("ci_high"),
                                    "a": e.get("a"), "b": e.get("b"), "p_value": e.get("p_value"),
                                    "verdict": e.get("verdict"), "test": e.get("test"), "n": e.get("n")}
+        outputs = scored.get("outputs") or []
+        flagged = {"a": _degenerate([o for o in outputs if o.get("side") == "a"], members_of(a)),
+                   "b": _degenerate([o for o in outputs if o.get("side") == "b"], members_of(b))}
         comparisons.append({"kind": pair["kind"], "reference": pair["reference"], "data": a[0],
                             "a": {"model": a[1], "adaptation": a[2], "method": a[3], "label": _label(a)},
                             "b": {"model": b[1], "adaptation": b[2], "method": b[3], "label": _label(b)},
-                            "seeds": scored["compare"].get("seeds"), "metrics": entries})
+                            "seeds": scored["compare"].get("seeds"), "metrics": entries,
+                            "degenerate": {side: cells for side, cells in flagged.items() if cells}})
 
     # Holm across the study's comparisons, one family per metric
     alpha = study.score.alpha
@@ -164,11 +288,14 @@ def build_report(study: Study, study_dir: Path, cells: list[Unit]) -> dict:
     for kind in OrderedDict.fromkeys((c["kind"], c["reference"]) for c in comparisons):
         for metric in all_metrics:
             counts = {"win": 0, "tie": 0, "loss": 0, "no verdict": 0}
+            flagged = 0
             for c in comparisons:
                 if (c["kind"], c["reference"]) == kind and metric in c["metrics"]:
                     counts[c["metrics"][metric]["verdict_holm"] or "no verdict"] += 1
+                    flagged += bool(c["degenerate"])
             if sum(counts.values()):
-                summary.append({"kind": kind[0], "reference": kind[1], "metric": metric, **counts})
+                summary.append({"kind": kind[0], "reference": kind[1], "metric": metric, **counts,
+                                "with_degenerate_side": flagged})
 
     report = {"study": study.name, "alpha": alpha, "score": opts,
               "holm": "Holm (1979) step-down correction across all comparisons of the study, per metric",
@@ -204,6 +331,16 @@ def _p(x) -> str:
     return "—" if x is None else ("<0.001" if x < 0.001 else f"{x:.3f}")
 
 
+DEGENERATE_MARK = "⚠ degenerate"
+
+
+def _sides_text(c: dict) -> str:
+    """'⚠ degenerate A (seed 0: 12 empty predictions)' for a comparison with a flagged side; '' if none."""
+    flagged = c.get("degenerate") or {}
+    return "; ".join(f"{DEGENERATE_MARK} {side.upper()} ({_flag_text(flagged[side])})"
+                     for side in ("a", "b") if flagged.get(side))
+
+
 def _cell_text(e: dict | None) -> str:
     if not e:
         return "—"
@@ -216,35 +353,55 @@ def _cell_text(e: dict | None) -> str:
 def markdown(report: dict) -> str:
     level = f"{100 * (1 - report['alpha']):g}%"
     lines = [f"# Study {report['study']}", "",
-             f"Values with their {level} interval; with several seeds, mean ± std over seeds and a t interval "
-             "of the mean. Differences are A − B, paired; p-values are adjusted with Holm across the study's "
-             "comparisons (per metric); verdicts use the adjusted p.", ""]
+             f"Values with their {level} interval; with one seed, the `pefomed score` interval; with several "
+             "seeds, mean ± std over seeds and a percentile bootstrap over images within seeds and over seeds "
+             "(the table's note says which). Differences are A − B, paired; p-values are adjusted with Holm "
+             "across the study's comparisons (per metric); verdicts use the adjusted p. Outputs: "
+             f"{DEGENERATE_MARK} when `pefomed score` flags a side's predictions as degenerate (empty, "
+             "punctuation-only or all identical).", ""]
     for data in OrderedDict.fromkeys(r["data"] for r in report["rows"]):
         rows = [r for r in report["rows"] if r["data"] == data]
         metrics = list(OrderedDict.fromkeys(m for r in rows for m in r["metrics"]))
-        lines += [f"## {data}", "", "| model | adaptation | method | seeds | " + " | ".join(metrics) + " |",
-                  "|---|---|---|---|" + "---|" * len(metrics)]
+        lines += [f"## {data}", ""]
+        notes = list(OrderedDict.fromkeys(r["intervals"] for r in rows if r.get("intervals")))
+        if notes:
+            lines += ["intervals with several seeds: " + "; ".join(notes), ""]
+        lines += ["| model | adaptation | method | seeds | " + " | ".join(metrics) + " | outputs |",
+                  "|---|---|---|---|" + "---|" * len(metrics) + "---|"]
         for r in rows:
+            flag = f"{DEGENERATE_MARK}: {_flag_text(r['degenerate'])}" if r.get("degenerate") else "ok"
             lines.append(f"| {r['model']} | {r['adaptation']} | {r['method'] or '—'} | {len(r['seeds']) or '—'} | "
-                         + " | ".join(_cell_text(r["metrics"].get(m)) for m in metrics) + " |")
+                         + " | ".join(_cell_text(r["metrics"].get(m)) for m in metrics) + f" | {flag} |")
         comps = [c for c in report["comparisons"] if c["data"] == data]
         if comps:
             lines += ["", f"### Comparisons ({data})", "",
-                      "| kind | A | B | metric | A − B | interval | p | p (Holm) | verdict | test |",
-                      "|---|---|---|---|---|---|---|---|---|---|"]
+                      "| kind | A | B | metric | A − B | interval | p | p (Holm) | verdict | test | outputs |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|"]
             for c in comps:
                 for metric, e in c["metrics"].items():
                     lines.append(f"| {c['kind']} | {c['a']['label']} | {c['b']['label']} | {metric} | "
                                  f"{_f(e['difference'])} | [{_f(e['ci_low'])}, {_f(e['ci_high'])}] | {_p(e['p_value'])} | "
-                                 f"{_p(e['p_holm'])} | {e['verdict_holm'] or '—'} | {e['test'] or '—'} |")
+                                 f"{_p(e['p_holm'])} | {e['verdict_holm'] or '—'} | {e['test'] or '—'} | "
+                                 f"{_sides_text(c) or 'ok'} |")
+        lines.append("")
+    flagged = [r for r in report["rows"] if r.get("degenerate")]
+    if flagged:
+        lines += ["## Degenerate outputs", "",
+                  "Numbers of these rows, and every comparison with them on a side, describe predictions that "
+                  "`pefomed score` flags (empty, punctuation-only or all identical); a win over such a side is "
+                  "a finding about its outputs.", ""]
+        for r in flagged:
+            lines.append(f"- {r['data']}: {_label((r['data'], r['model'], r['adaptation'], r['method']))}: "
+                         f"{_flag_text(r['degenerate'])}")
         lines.append("")
     if report["summary"]:
         lines += ["## Summary (wins / ties / losses of A against B, after Holm)", "",
-                  "| comparison | metric | wins | ties | losses |", "|---|---|---|---|---|"]
+                  f"| comparison | metric | wins | ties | losses | {DEGENERATE_MARK} side |", "|---|---|---|---|---|---|"]
         for s in report["summary"]:
             what = {"base": "model vs its base", "method": f"method vs {s['reference']}",
                     "adaptation": f"adaptation vs {s['reference']}"}[s["kind"]]
-            lines.append(f"| {what} | {s['metric']} | {s['win']} | {s['tie']} | {s['loss']} |")
+            lines.append(f"| {what} | {s['metric']} | {s['win']} | {s['tie']} | {s['loss']} | "
+                         f"{s.get('with_degenerate_side', 0)} |")
         lines.append("")
     if report["selections"]:
         lines += ["## Prompt selection (validation split only)", "", "| data | model | adaptation | seed | metric | chosen | candidates |",
@@ -314,11 +471,19 @@ def to_html(report: dict) -> str:
             if len(lines) > 1:
                 rest = lines[1:]
                 body.append(_md_table_html(rest) if rest[0].startswith("|") else f"<p>{html.escape(' '.join(rest))}</p>")
+        elif all(line.startswith("- ") for line in lines):
+            body.append('<ul class="degenerate">' + "".join(f"<li>{html.escape(line[2:])}</li>" for line in lines)
+                        + "</ul>")
         else:
             body.append(f"<p>{html.escape(' '.join(lines))}</p>")
     metrics = list(OrderedDict.fromkeys(m for c in report["comparisons"] for m in c["metrics"]))
+
+    def forest_label(c: dict) -> str:
+        sides = "".join(side.upper() for side in ("a", "b") if (c.get("degenerate") or {}).get(side))
+        return f"{c['data']}: {c['a']['label']} − {c['b']['label']}" + (f" [{DEGENERATE_MARK} {sides}]" if sides else "")
+
     for metric in metrics:
-        items = [(f"{c['data']}: {c['a']['label']} − {c['b']['label']}", e["difference"], e["ci_low"], e["ci_high"],
+        items = [(forest_label(c), e["difference"], e["ci_low"], e["ci_high"],
                   e["verdict_holm"]) for c in report["comparisons"] for m, e in c["metrics"].items() if m == metric]
         body.append(f"<h3>Forest plot: {html.escape(metric)} (A − B, interval, verdict after Holm)</h3>")
         body.append(forest_svg(items, f"differences in {metric}"))

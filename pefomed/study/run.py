@@ -24,6 +24,22 @@ def print_plan(selections, cells, study_dir: Path) -> None:
         show(unit)
 
 
+def check_gpus(gpus: list[str] | None) -> None:
+    """--gpus: each id is what CUDA_VISIBLE_DEVICES takes, an index or a GPU-/MIG- UUID (nvidia-smi
+    -L); anything else makes CUDA see no GPU at all, so every cell would run on the CPU or fail.
+    Each id once: one cell runs on a GPU at a time."""
+    import re
+
+    from pefomed.errors import UserError
+
+    for gpu in gpus or []:
+        if not isinstance(gpu, str) or not re.fullmatch(r"[0-9]+|(GPU|MIG)-[0-9A-Za-z/-]+", gpu):
+            raise UserError(f"--gpus: {str(gpu)[:40]!r} is not a GPU id (an index such as 0, or a GPU-/MIG- UUID "
+                            "from nvidia-smi -L)")
+    if gpus and len(set(gpus)) != len(gpus):
+        raise UserError(f"--gpus: a GPU is listed twice ({','.join(gpus)[:80]}); each runs one cell at a time")
+
+
 def run_study(study_file: str | Path, out: str | Path, *, dry_run: bool = False, gpus: list[str] | None = None,
               executor=None) -> dict | None:
     """Plan the study in `study_file` into `out` (STUDY_DIR) and run what is not finished; with
@@ -31,6 +47,7 @@ def run_study(study_file: str | Path, out: str | Path, *, dry_run: bool = False,
     executor (one job per unit). Returns the report (None for a dry run)."""
     from pefomed.io import write_json
 
+    check_gpus(gpus)
     study, root = load_study(study_file)
     out = Path(out).resolve()
     selections, cells = plan_study(study, root, out)

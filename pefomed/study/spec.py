@@ -27,18 +27,20 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, ConfigDict, Field, ValidationError
 
 from pefomed.errors import UserError
 from pefomed.io import clip, short
 from pefomed.methods import MethodName
-from pefomed.recipe import read_yaml_file
+from pefomed.recipe import SEED_MAX, TRAIN_SEED_MAX, StrictFields, read_yaml_file
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$"  # names become parts of folder names and cell ids: short
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=(), frozen=True)
+class _Strict(StrictFields):
+    # StrictFields: no coercion between kinds, as in a recipe (seeds: [true] or ["0"] are refused,
+    # not read as 1 and 0); allow_inf_nan=False: score.alpha=.nan is a mistake, never a level
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), frozen=True, allow_inf_nan=False)
 
 
 class Candidate(_Strict):
@@ -48,7 +50,8 @@ class Candidate(_Strict):
     template: Optional[str] = Field(None, description="VQA instruction; must contain {question}")
     system_prompt: Optional[str] = None
     report_prompt: Optional[str] = None
-    shots_seed: Optional[int] = Field(None, description="few-shot: the seed that picks the solved examples")
+    shots_seed: Optional[int] = Field(None, ge=0, le=SEED_MAX,
+                                      description="few-shot: the seed that picks the solved examples (--shots-seed)")
 
 
 def _plain_path(value: Optional[str]) -> Optional[str]:
@@ -98,7 +101,7 @@ class Adaptation(_Strict):
 
 class Selection(_Strict):
     limit: Optional[int] = Field(None, gt=0, description="evaluate candidates on a seeded subsample of N")
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="seed of the subsample (--limit-seed)")
     metric: str = Field("auto", description="section/name in METRICS.json, or auto (vqa/overall; report: "
                                             "BLEU-4 + CIDEr-D, as training's selection)")
 
@@ -110,9 +113,10 @@ class Comparison(_Strict):
 
 
 class ScoreSettings(_Strict):
-    bootstrap: int = Field(1000, ge=0)
+    # the ranges are `pefomed score`'s own (ScoreOptions.check_value, applied in _check)
+    bootstrap: int = 1000
     seed: int = 0
-    alpha: float = Field(0.05, gt=0, lt=1)
+    alpha: float = 0.05
     vqa_convention: Literal["exact", "pefomed-paper", "llava-med", "llava-med-run-eval"] = "exact"
     metrics: Optional[list[str]] = Field(None, description="section/name entries to report (default by task)")
 
@@ -127,7 +131,8 @@ class Study(_Strict):
     models: Annotated[list[ModelEntry], Field(min_length=1)]
     data: Annotated[list[DataEntry], Field(min_length=1)]
     adaptations: Annotated[list[Adaptation], Field(min_length=1)]
-    seeds: Annotated[list[int], Field(min_length=1)] = [0]
+    # each seed is a cell's train.seed (and --shots-seed): train.seed's range
+    seeds: Annotated[list[Annotated[int, Field(ge=0, le=TRAIN_SEED_MAX)]], Field(min_length=1)] = [0]
     prompts: dict[str, list[Candidate]] = Field(default_factory=dict)
     selection: Selection = Selection()
     comparisons: list[Comparison] = Field(default_factory=list)
@@ -153,7 +158,8 @@ def _format(err: ValidationError, source: str) -> str:
         elif item["type"] == "missing":
             lines.append(f"missing key '{key}'")
         else:
-            lines.append(f"key '{key}': {clip(item['msg'], 200)} (got {short(item.get('input'), 80)})")
+            lines.append(f"key '{key}': {clip(item['msg'].removeprefix('Value error, '), 200)} "
+                         f"(got {short(item.get('input'), 80)})")
     unique = list(dict.fromkeys(lines))
     more = f"; and {len(unique) - 8} more" if len(unique) > 8 else ""
     return f"{clip(source, 300)}: " + "; ".join(unique[:8]) + more
@@ -263,6 +269,21 @@ def _check(study: Study, source: str) -> None:
     metric = study.selection.metric
     if metric != "auto" and not re.fullmatch(r"[a-z]+/.+", metric):
         raise UserError(f"{source}: key 'selection.metric': expected auto or section/name such as vqa/overall")
+    from pefomed.score.run import ScoreOptions, metric_name_problem
+
+    # the checks `pefomed score` applies to the options every cell's score step passes it
+    for key in ("bootstrap", "seed", "alpha", "vqa_convention"):
+        try:
+            ScoreOptions.check_value(key, getattr(study.score, key))
+        except UserError as err:
+            raise UserError(f"{source}: key 'score.{key}': {err}") from None
+    # metric names: one the scorers never write would be a blank column (or a failed selection)
+    named = [(f"score.metrics[{i}]", m) for i, m in enumerate(study.score.metrics or [])]
+    named += [("selection.metric", part) for part in (metric.split("+") if metric != "auto" else [])]
+    for key, name in named:
+        problem = metric_name_problem(name)
+        if problem:
+            raise UserError(f"{source}: key '{key}': {problem}")
 
 
 def parse_study(tree, source: str = "study") -> Study:

@@ -28,8 +28,9 @@ def test_candidates_come_from_the_question_and_meta_never_the_reference():
 
     assert closed_candidates(_sample("a", "Is there a mass?", answer="no")) == ["yes", "no"]
     assert closed_candidates(_sample("a", "Is there a mass?", answer="left")) == ["yes", "no"]
-    # alternatives offered in the question but not carried in the data: generated
-    assert closed_candidates(_sample("b", "Is this an MRI or a CT scan?", answer="mri")) is None
+    # alternatives offered in the question: ranked among them (and yes/no; tests/infer/test_rank_candidates.py)
+    assert closed_candidates(_sample("b", "Is this an MRI or a CT scan?", answer="mri")) == \
+        closed_candidates(_sample("b", "Is this an MRI or a CT scan?", answer="ct")) == ["MRI", "CT scan", "MRI scan", "CT", "yes", "no"]
     assert closed_candidates(_sample("c", "What organ is shown?", answer_type="open")) is None
     assert closed_candidates(_sample("d", "肝脏正常吗?", meta={"language": "zh"})) is None
     assert closed_candidates(_sample("e", "", task="report", answer_type=None)) is None

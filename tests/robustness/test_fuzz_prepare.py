@@ -293,3 +293,122 @@ def test_prepare_fuzz(fmt, tmp_path_factory, capsys):
             assert not out.exists(), f"{label}: failed but left {out}"
         outcomes[code] += 1
     print(f"prepare {fmt}: {n} cases, {outcomes[0]} prepared, {outcomes[2]} refused")
+
+
+# ---------------------------------------------------------------- CSV headers and JSON numbers (issue 21)
+#
+# Two families the mutations above rarely reach: a CSV header naming a column twice (csv.DictReader
+# keeps the last cell of the two without a word) and a JSON number that overflows to infinity
+# (json.loads reads 1e400 as inf). Separate tests with their own seeds, so the cases of
+# test_prepare_fuzz stay the ones the recorded campaign ran.
+
+CSV_FORMATS = {"csv": ["train.csv", "test.csv"], "pmc-vqa": ["train.csv", "test.csv"],
+               "openi-csv": ["indiana_reports.csv", "indiana_projections.csv"]}
+ODD_NAMES = ["", " ", "\ufeffid", 'a"b', "a,b", "ques\ntion", "x" * 300, "问题", "None", "0", "__proto__", "\t",
+             "image ", " question", "QUESTION", "Question", "Answer", "uid", "findings", "filename", "id"]
+OVERFLOWS = ["1e400", "-1e400", "1E+309", "2e308", "123456789e999", "0.5e310"]
+FINITE = ["1.7976931348623157e308", "1e-400", "-0.0", "4.9e-324"]  # large, underflowing and tiny: all finite
+JSON_FORMATS = sorted(f for f, spec in FORMATS.items() if spec[3] in ("json", "jsonl"))
+SENTINEL = "__NUMBER_SENTINEL__"
+
+
+def _mutate_csv_header(path: Path, rng: random.Random) -> tuple[str, bool]:
+    """Repeat, rename or add header names (odd ones included); returns (label, whether the header
+    now names a column twice once each name is stripped, as the readers strip it)."""
+    rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"), newline="")))
+    header, body = rows[0], rows[1:]
+    op = rng.randrange(4)
+    if op in (0, 2):  # insert a column: a repeated name (maybe padded) or an odd one
+        name = (rng.choice(["", " ", "  "]) + rng.choice(header) + rng.choice(["", " "])) if op == 0 else rng.choice(ODD_NAMES)
+        at = rng.randrange(len(header) + 1)
+        header.insert(at, name)
+        for row in body:  # hostile cell values, but UTF-8 ones: a bad byte is refused before the header is read
+            value = fuzzlib.hostile(rng)
+            text = value if isinstance(value, str) else json.dumps(value)
+            row.insert(at, text if text.encode("utf-8", "replace").decode("utf-8") == text else "x")
+        label = f"column {name[:30]!r} inserted at {at}"
+    else:  # rename a column: to another column's name, or to an odd one
+        at = rng.randrange(len(header))
+        header[at] = rng.choice(header) if op == 1 else rng.choice(ODD_NAMES)
+        label = f"column {at} renamed {header[at][:30]!r}"
+    buf = io.StringIO(newline="")
+    csv.writer(buf).writerows([header, *body])
+    path.write_bytes(buf.getvalue().encode("utf-8", "surrogatepass"))
+    stripped = [h.strip() for h in header]
+    return label, len(set(stripped)) < len(stripped)
+
+
+@pytest.mark.parametrize("fmt", sorted(CSV_FORMATS))
+def test_prepare_fuzz_csv_headers(fmt, tmp_path_factory, capsys):
+    n = max(1, fuzzlib.cases("prepare") // 8)
+    outcomes = {0: 0, 2: 0}
+    for seed in range(n):
+        tmp = tmp_path_factory.mktemp(f"header-{fmt}-{seed}")
+        rng = random.Random(f"csv-header:{fmt}:{seed}")
+        src = FORMATS[fmt][0](tmp / "src")
+        name = rng.choice(CSV_FORMATS[fmt])
+        label, repeated = _mutate_csv_header(src / name, rng)
+        label = f"{fmt} header seed {seed}: {name}: {label}"
+        out = tmp / "prepared"
+        code, stdout, stderr = run_main(["prepare", src, "--out", out, "--format", "openi" if fmt == "openi-csv" else fmt,
+                                         *(["--skip-bad"] if rng.random() < 0.3 else [])], capsys)
+        check_message(code, stdout, stderr, label)
+        no_staging_left(out)
+        if repeated:
+            assert code == 2 and "appears twice" in stderr and f"{src / name}:1:" in stderr, f"{label}: {stderr[-800:]}"
+        if code == 0:
+            check_data_dir(out, label, typed=False)
+        else:
+            assert not out.exists(), f"{label}: failed but left {out}"
+        outcomes[code] += 1
+    print(f"prepare {fmt} headers: {n} cases, {outcomes[0]} prepared, {outcomes[2]} refused")
+
+
+def _put_number(path: Path, kind: str, rng: random.Random, number: str) -> str:
+    """Write `number` as a JSON number at a random value position of the file (a random line of a
+    JSONL file); returns where."""
+    if kind == "jsonl":
+        lines = path.read_text().splitlines()
+        k = rng.randrange(len(lines))
+        doc = json.loads(lines[k])
+    else:
+        doc = json.loads(path.read_text())
+    positions = fuzzlib._containers(doc)
+    container, key = rng.choice(positions)
+    container[key] = SENTINEL
+    text = json.dumps(doc, indent=rng.choice([None, 1])).replace(json.dumps(SENTINEL), number)
+    if kind == "jsonl":
+        lines[k] = text.replace("\n", " ")
+        path.write_text("\n".join(lines) + "\n")
+        return f"line {k + 1} [{key!r}]"
+    path.write_text(text)
+    return f"[{key!r}]"
+
+
+@pytest.mark.parametrize("fmt", JSON_FORMATS)
+def test_prepare_fuzz_number_overflow(fmt, tmp_path_factory, capsys):
+    builder, extra, files, kind = FORMATS[fmt]
+    n = max(1, fuzzlib.cases("prepare") // 8)
+    refused = 0
+    for seed in range(n):
+        tmp = tmp_path_factory.mktemp(f"number-{fmt}-{seed}")
+        rng = random.Random(f"number:{fmt}:{seed}")
+        src = builder(tmp / "src")
+        path = src / rng.choice(files)
+        overflow = rng.random() < 0.75
+        number = rng.choice(OVERFLOWS if overflow else FINITE)
+        label = f"{fmt} number seed {seed}: {path.name} {_put_number(path, kind, rng, number)} = {number}"
+        out = tmp / "prepared"
+        code, stdout, stderr = run_main(["prepare", src, "--out", out, "--format", fmt, *extra], capsys)
+        check_message(code, stdout, stderr, label)
+        no_staging_left(out)
+        if overflow:  # the whole file is parsed before any record is used: always refused, naming it
+            assert code == 2 and "overflows to infinity" in stderr and str(path) in stderr, f"{label}: {stderr[-800:]}"
+        else:
+            assert "overflows" not in stderr, label
+        if code == 0:
+            check_data_dir(out, label)
+        else:
+            assert not out.exists(), f"{label}: failed but left {out}"
+        refused += code == 2
+    print(f"prepare {fmt} numbers: {n} cases, {refused} refused")

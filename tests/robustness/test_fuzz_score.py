@@ -112,3 +112,41 @@ def test_negative_seed_is_a_user_error(tmp_path, capsys):
     pred.write_text("".join(json.dumps(r) + "\n" for r in base_rows()))
     code, out, err = run_main(["score", pred, "--out", tmp_path / "m.json", "--seed", "-1"], capsys)
     assert code == 2 and "--seed" in err
+
+
+# JSON numbers that overflow to infinity (issue 21: `"organ": 1e400` made an `organ/inf` group, an
+# infinite value a NaN mean). Its own seeds, so test_score_fuzz's cases stay the recorded ones.
+OVERFLOWS = ["1e400", "-1e400", "1E+309", "2e308", "123456789e999"]
+FINITE = ["1.7976931348623157e308", "1e-400", "-0.0", "3"]
+SENTINEL = "__NUMBER_SENTINEL__"
+
+
+def test_score_fuzz_number_overflow(tmp_path, capsys):
+    n = max(1, fuzzlib.cases("score") // 2)
+    refused = 0
+    for seed in range(n):
+        rng = random.Random(f"score-number:{seed}")
+        rows = base_rows()
+        k = rng.randrange(len(rows))
+        container, key = rng.choice(fuzzlib._containers(rows[k]))  # a top-level or a nested value (meta.organ)
+        container[key] = SENTINEL
+        overflow = rng.random() < 0.75
+        number = rng.choice(OVERFLOWS if overflow else FINITE)
+        pred = tmp_path / f"{seed}.jsonl"
+        pred.write_text("".join(json.dumps(r).replace(json.dumps(SENTINEL), number) + "\n" for r in rows))
+        label = f"score number seed {seed}: line {k + 1} [{key!r}] = {number}"
+        out = tmp_path / f"{seed}.metrics.json"
+        code, stdout, stderr = run_main(["score", pred, "--out", out, *FAST], capsys)
+        check_message(code, stdout, stderr, label)
+        if overflow:
+            assert code == 2 and f"{pred}:{k + 1}:" in stderr and "overflows to infinity" in stderr, f"{label}: {stderr[-600:]}"
+        else:
+            assert "overflows" not in stderr, label
+        if code == 0:
+            def no_constant(word):  # json.dumps writes inf and nan as Infinity and NaN
+                raise AssertionError(f"{label}: {word} in METRICS.json")
+            json.loads(out.read_text(), parse_constant=no_constant)
+        else:
+            assert not out.exists(), f"{label}: failed but wrote {out}"
+        refused += code == 2
+    print(f"score numbers: {n} cases, {refused} refused")

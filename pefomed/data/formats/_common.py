@@ -152,6 +152,20 @@ def check_csv_header(path: Path, header: list[str]) -> None:
         seen[name] = column
 
 
+def csv_error(path: Path, reader: "csv.DictReader", err: csv.Error) -> UserError:
+    """The error for a csv.Error met while reading `reader`, naming the line it concerns.
+
+    DictReader.line_num is only updated after a whole row is read, so while the error is raised
+    it still names the previous row; the underlying reader's line_num is the physical line reached.
+    An unterminated quote (strict mode: "unexpected end of data") is read to the end of the file:
+    the useful line is the one the broken row starts on, the line after the last good row."""
+    if "unexpected end of data" in str(err):
+        start = (reader.line_num or 0) + 1
+        return UserError(f"{path}:{start}: malformed CSV: a quoted field opened in the row starting on line {start} "
+                         f"is never closed (unterminated quote; the file ends at line {reader.reader.line_num})")
+    return UserError(f"{path}:{reader.reader.line_num}: malformed CSV ({err})")
+
+
 def read_csv_rows(path: Path, delimiter: str = ",") -> Iterator[tuple[int, dict[str, str]]]:
     """(line number, row) for each CSV row; ragged rows and bad encodings name the line."""
     try:
@@ -175,7 +189,7 @@ def read_csv_rows(path: Path, delimiter: str = ",") -> Iterator[tuple[int, dict[
                 raise UserError(f"{path}:{line}: fewer cells than the {len(header)} header columns")
             yield line, row
     except csv.Error as err:
-        raise UserError(f"{path}:{reader.line_num}: malformed CSV ({err})") from None
+        raise csv_error(path, reader, err) from None
 
 
 def parse_xml(path: Path) -> ET.Element:

@@ -141,7 +141,8 @@ def read_folder(source: Path, options: PrepareOptions) -> SourceSplits:
     files = [p for p in named if p.is_file()]
     # an image name that is a link to nothing (dangling, or a loop: is_file() is False for both)
     # is a sample the user meant to include: listed as skipped, or refused, never dropped unseen
-    broken = [p for p in named if p.is_symlink() and not p.exists()]
+    # (and a link to a folder or a device: an image name that is not a readable file is listed too)
+    broken = [p for p in named if p.is_symlink() and not p.is_file()]
     if not files and not broken:
         raise UserError(f"{source}: no images (.jpg, .jpeg, .png, .dcm) found")
     by_split: dict[str | None, list[Sample]] = {}
@@ -149,7 +150,8 @@ def read_folder(source: Path, options: PrepareOptions) -> SourceSplits:
     problems = []
     for link in broken:
         sample_id = link.relative_to(source).with_suffix("").as_posix()
-        reason = f"symbolic link to a missing file or a link loop ({link} -> {short(os.readlink(link), 80)})"
+        what = "a missing file or a link loop" if not link.exists() else "something that is not a file"
+        reason = f"symbolic link to {what} ({link} -> {short(os.readlink(link), 80)})"
         problems.append(f"{sample_id}: {reason}")
         skipped.append({"id": sample_id, "reason": reason})
     for image in files:
