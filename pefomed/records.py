@@ -169,6 +169,7 @@ def read_manifest(data_dir: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
+REPREPARE = "rerun `pefomed prepare --overwrite`"  # the one remedy for a DATA_DIR changed after prepare
 IMAGE_DIGESTS = "image_digests.jsonl"  # one {"path", "size", "sha256"} line per image, written by prepare
 _verified: set[tuple[str, str, str]] = set()  # (DATA_DIR, digests sha256, split) checked in this process
 _noted: set[str] = set()
@@ -194,7 +195,7 @@ def verify_images(data_dir: str | os.PathLike, manifest: dict, split: str, sampl
     where = data_dir / MANIFEST
     if not isinstance(entry, dict) or entry.get("file") != IMAGE_DIGESTS or not isinstance(entry.get("sha256"), str):
         raise UserError(f"{where}: image_digests must be {{\"file\": \"{IMAGE_DIGESTS}\", \"sha256\": ...}}; the "
-                        f"manifest was edited after prepare", hint="rerun `pefomed prepare --overwrite`")
+                        f"manifest was edited after prepare", hint=REPREPARE)
     mark = (str(data_dir.resolve()), entry["sha256"], split)
     if mark in _verified:
         return
@@ -203,14 +204,14 @@ def verify_images(data_dir: str | os.PathLike, manifest: dict, split: str, sampl
         data = path.read_bytes()
     except OSError as err:
         raise UserError(f"{path}: cannot read ({err.strerror or err}); the DATA_DIR is incomplete",
-                        hint="rerun `pefomed prepare --overwrite`") from None
+                        hint=REPREPARE) from None
     if hashlib.sha256(data).hexdigest() != entry["sha256"]:
         raise UserError(f"{path}: changed since prepare wrote it (its sha256 is not the one in {MANIFEST})",
-                        hint="rerun `pefomed prepare --overwrite`")
+                        hint=REPREPARE)
     recorded = {row.get("path"): row for _, row in iter_jsonl_lines(path, io.BytesIO(data)) if isinstance(row, dict)}
     if entry.get("images") is not None and entry["images"] != len(recorded):
         raise UserError(f"{where}: image_digests.images is {short(entry['images'], 40)}, {IMAGE_DIGESTS} lists "
-                        f"{len(recorded)}; the manifest was edited after prepare", hint="rerun `pefomed prepare --overwrite`")
+                        f"{len(recorded)}; the manifest was edited after prepare", hint=REPREPARE)
     checked: set[str] = set()  # an image asked about by many questions is hashed once (VQA-RAD: ~11 each)
     for sample in samples:
         for rel in sample.images:
@@ -221,17 +222,17 @@ def verify_images(data_dir: str | os.PathLike, manifest: dict, split: str, sampl
             image = data_dir / rel
             if row is None:
                 raise UserError(f"{data_dir / (split + '.jsonl')}: id {clip(sample.id)}: image {short(rel, 80)} has no "
-                                f"digest in {IMAGE_DIGESTS} (added after prepare?)", hint="rerun `pefomed prepare --overwrite`")
+                                f"digest in {IMAGE_DIGESTS} (added after prepare?)", hint=REPREPARE)
             try:
                 size = image.stat().st_size
                 actual = sha256_file(image) if size == row.get("size") else None
             except OSError as err:
                 raise UserError(f"{image}: cannot read ({err.strerror or err}); the DATA_DIR is incomplete",
-                                hint="rerun `pefomed prepare --overwrite`") from None
+                                hint=REPREPARE) from None
             if actual != row.get("sha256"):
                 raise UserError(f"{image}: changed since prepare wrote it ({'size' if actual is None else 'sha256'} "
                                 f"differs from {IMAGE_DIGESTS}); refusing to train or infer on a replaced image",
-                                hint="rerun `pefomed prepare --overwrite`")
+                                hint=REPREPARE)
     _verified.add(mark)
 
 
@@ -260,12 +261,12 @@ def read_split(data_dir: str | os.PathLike, split: str) -> list[Sample]:
     if entry.get("file", path.name) != path.name:
         raise UserError(f"{data_dir / MANIFEST}: splits.{split}.file is {short(entry.get('file'), 80)}, expected "
                         f"{path.name!r} (a split file inside the DATA_DIR); the manifest was edited after prepare",
-                        hint="rerun `pefomed prepare --overwrite`")
+                        hint=REPREPARE)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise UserError(f"{path}: listed in {MANIFEST} but missing; the DATA_DIR is incomplete",
-                        hint="rerun `pefomed prepare --overwrite`") from None
+                        hint=REPREPARE) from None
     except OSError as err:
         raise UserError(f"{path}: cannot read ({err.strerror or err})") from None
     actual = hashlib.sha256(data).hexdigest()
@@ -287,7 +288,7 @@ def read_split(data_dir: str | os.PathLike, split: str) -> list[Sample]:
     if count is not None and (isinstance(count, bool) or count != len(samples)):
         raise UserError(f"{data_dir / MANIFEST}: splits.{split}.samples is {short(count, 40)}, but {path.name} holds "
                         f"{len(samples)} samples; the manifest was edited after prepare",
-                        hint="rerun `pefomed prepare --overwrite`")
+                        hint=REPREPARE)
     verify_images(data_dir, manifest, split, samples)
     return samples
 

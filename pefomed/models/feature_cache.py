@@ -41,6 +41,7 @@ import hashlib
 import json
 import os
 import secrets
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -174,6 +175,7 @@ class FeatureCache:
         self._keys: list[str] | None = None
         self._stored: list[dict | None] = []
         self._force = False
+        self.distrusted = 0  # entries that failed their check (unreadable, digest, layout) in this process
         self._layout: dict | None = None  # {name: (per-image shape, dtype)} of the tower's output, once seen
         self._uninstall = lambda: None
 
@@ -206,14 +208,10 @@ class FeatureCache:
         return tensors
 
     def _distrust(self, path: Path, why: str) -> None:
-        self.distrusted = getattr(self, "distrusted", 0) + 1
+        self.distrusted += 1  # the first few named, then one line: a whole stale cache is not 10k warnings
         if self.distrusted <= 5:
-            import sys
-
             sys.stderr.write(f"warning: feature cache entry {path}: {why}; recomputing it from the image\n")
         elif self.distrusted == 6:
-            import sys
-
             sys.stderr.write("warning: more feature cache entries failed their check; recomputing them too\n")
 
     def write(self, key: str, tensors: dict[str, torch.Tensor]) -> None:
