@@ -61,7 +61,8 @@ def register(app: typer.Typer) -> None:
         shots_seed: int = typer.Option(0, "--shots-seed", help="Seed choosing the few-shot examples (the same for "
                                        "every model)."),
         closed_answer: str = typer.Option("generate", "--closed-answer", help="Closed questions: generate, or rank the "
-                                          "candidates (yes/no, meta options) by log-likelihood."),
+                                          "candidates (meta options, else the alternatives the question names and "
+                                          "yes/no for a yes/no question) by log-likelihood."),
         blind: bool = typer.Option(False, "--blind", help="Ask without the image (a blank one where the family needs "
                                    "an image): how much of a score the image earns."),
         skip_bad: bool = typer.Option(False, "--skip-bad", help="--images: skip unreadable, empty, truncated or too "
