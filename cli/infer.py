@@ -22,9 +22,11 @@ Examples:
 
   pefomed infer runs/demo --images my_xrays/ --questions questions.csv --out pred.jsonl   (columns image,question[,id,reference])
 
-  pefomed infer runs/demo --images ct_folders/ --series-frames 3 --question "Is there a mass?" --out pred.jsonl   (each DICOM series: 3 slices)
+  pefomed infer runs/demo --images ct_folders/ --series-frames 3 --question "Is there a mass?" --out pred.jsonl   (each DICOM series or NIfTI volume: 3 slices)
 
   pefomed infer runs/demo --data prepared/vqa-rad --batch-size auto --workers 4 --out pred.jsonl
+
+  pefomed infer runs/demo --data prepared/vqa-rad --image-ablation shuffled --image-ablation-seed 1 --out shuffled.jsonl
 
   torchrun --nproc_per_node 4 -m pefomed.cli.app infer runs/demo --data prepared/vqa-rad --out pred.jsonl   (data-parallel)
 """
@@ -65,6 +67,13 @@ def register(app: typer.Typer) -> None:
                                           "yes/no for a yes/no question) by log-likelihood."),
         blind: bool = typer.Option(False, "--blind", help="Ask without the image (a blank one where the family needs "
                                    "an image): how much of a score the image earns."),
+        image_ablation: Optional[str] = typer.Option(None, "--image-ablation", help="Show each question a "
+                                                     "content-free or wrong image in its image slot: blank (a black "
+                                                     "image of the same size), shuffled (another sample's image), or "
+                                                     "mismatched (an image of another organ/modality); not with "
+                                                     "--blind."),
+        image_ablation_seed: int = typer.Option(0, "--image-ablation-seed", help="Seed of the shuffled or "
+                                                "mismatched assignment."),
         skip_bad: bool = typer.Option(False, "--skip-bad", help="--images: skip unreadable, empty, truncated or too "
                                       "large images (each listed with its reason in PRED.skipped.jsonl)."),
         limit: Optional[int] = typer.Option(None, "--limit", help="Answer a seeded subsample of N samples (prompt "
@@ -82,7 +91,8 @@ def register(app: typer.Typer) -> None:
                                                            "question (the best beams, or samples), all kept in "
                                                            "`predictions`; `prediction` is the first."),
         series_frames: int = typer.Option(1, "--series-frames", help="--images: slices shown of each DICOM series "
-                                          "(a folder's slices of one SeriesInstanceUID), evenly spaced in order; "
+                                          "(a folder's slices of one SeriesInstanceUID) or NIfTI volume (.nii, "
+                                          ".nii.gz: its axial slices), evenly spaced in order; "
                                           "1: the middle slice."),
         stop: Optional[List[str]] = typer.Option(None, "--stop", help="Stop at this string (repeatable); it is cut "
                                                  "from the answer."),
@@ -94,7 +104,8 @@ def register(app: typer.Typer) -> None:
         from pefomed.infer.run import InferOptions, infer as run_infer, process_shard
 
         prompting = Prompting(system_prompt=system_prompt, template=template, shots=shots, shots_seed=shots_seed,
-                              closed_answer=closed_answer, blind=blind)
+                              closed_answer=closed_answer, blind=blind, image_ablation=image_ablation,
+                              image_ablation_seed=image_ablation_seed)
         options = InferOptions(batch_size=batch_size, max_new_tokens=max_new_tokens,
                                trust_remote_code=trust_remote_code, report_prompt=report_prompt,
                                prompting=prompting, skip_bad=skip_bad, limit=limit, limit_seed=limit_seed, temperature=temperature,

@@ -15,6 +15,8 @@ Example:
   pefomed prepare data/Slake1.0 --format slake --language en --out prepared/slake
 
   pefomed prepare data/VQA_RAD --format data-rad --out prepared/vqa-rad --overwrite   # replace it
+
+  pefomed prepare ct_questions.jsonl --format jsonl --series-frames 3 --out prepared/ct   # image: ct/vol.nii.gz
 """
 
 
@@ -44,6 +46,8 @@ def register(app: typer.Typer) -> None:
         resplit_by_image: bool = typer.Option(False, "--resplit-by-image",
                                               help="Make a new leakage-free split: samples sharing an image stay together (uses --split, default 0.8,0.1,0.1, and --seed)."),
         multiple_choice: bool = typer.Option(False, "--multiple-choice", help="pmc-vqa: append the lettered choices to the question."),
+        series_frames: int = typer.Option(1, "--series-frames", help="NIfTI volume images (.nii, .nii.gz): axial "
+                                          "slices each sample shows, evenly spaced in order; 1: the middle slice."),
     ):
         from pefomed.data.formats import PrepareOptions
         from pefomed.data.prepare import ImageOptions, prepare as run_prepare
@@ -58,7 +62,8 @@ def register(app: typer.Typer) -> None:
             column_map[key.strip()] = value.strip()
         options = PrepareOptions(drop_frame=drop_frame, language=language, per_image=per_image, section=section,
                                  split=split, seed=seed, images=images, column_map=column_map, skip_bad=skip_bad,
-                                 resplit_by_image=resplit_by_image, multiple_choice=multiple_choice)
+                                 resplit_by_image=resplit_by_image, multiple_choice=multiple_choice,
+                                 series_frames=series_frames)
         manifest = run_prepare(source, format, out, options,
                                ImageOptions(size=image_size, format=image_format, max_pixels=max_image_pixels),
                                overwrite=overwrite)

@@ -261,6 +261,41 @@ class DataSection(_Section):
     max_length: int = Field(1024, gt=8, le=MAX_TOKENS)
 
 
+class GrpoSection(_Section):
+    """train.objective=grpo: group relative policy optimisation with verifiable rewards (docs/grpo.md)."""
+
+    num_generations: int = Field(4, ge=2, le=MAX_SEQUENCES, description="G: answers sampled per question (a group; "
+                                                                       "advantages are relative within it)")
+    temperature: float = Field(1.0, gt=0, le=100, description="sampling temperature of the rollouts (also divides "
+                                                              "the logits the ratio is computed from)")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling of the rollouts")
+    max_new_tokens: int = Field(32, gt=0, le=MAX_TOKENS, description="longest sampled answer (Dr. GRPO's constant "
+                                                                      "max_completion_length)")
+    loss: Literal["grpo", "dapo", "dr_grpo"] = Field("grpo", description="grpo: mean of each answer's token mean "
+                                                     "(DeepSeekMath); dapo: token-level mean over the batch "
+                                                     "(DAPO); dr_grpo: no std in the advantage, sum over tokens / "
+                                                     "max_new_tokens (Dr. GRPO)")
+    beta: float = Field(0.04, ge=0, le=100, description="weight of the k3 KL penalty to the reference (the base "
+                                                        "model with the adapter disabled); 0: no reference pass")
+    epsilon: float = Field(0.2, gt=0, lt=1, description="lower clip of the ratio: 1 - epsilon")
+    epsilon_high: Optional[float] = Field(None, gt=0, le=10, description="upper clip 1 + epsilon_high (DAPO's "
+                                                                         "clip-higher, 0.28); null: epsilon")
+    updates_per_rollout: int = Field(1, gt=0, le=64, description="optimizer steps on each rollout (GRPO's mu); 1: "
+                                                                 "on-policy, old log-probs = the current ones")
+    answer_reward: float = Field(1.0, ge=0, le=1000, description="weight of the answer reward (VQA: exact match "
+                                                                 "under vqa_convention; reports: ROUGE-L)")
+    format_reward: float = Field(0.0, ge=0, le=1000, description="weight of the format reward: 1 when the answer "
+                                                                 "is <think>...</think><answer>...</answer>")
+    vqa_convention: Literal["exact", "pefomed-paper", "llava-med", "llava-med-run-eval"] = Field(
+        "exact", description="how the answer reward scores a VQA answer (the conventions of `pefomed score`)")
+
+    @model_validator(mode="after")
+    def _some_reward(self):
+        if self.answer_reward == 0 and self.format_reward == 0:
+            raise ValueError("train.grpo.answer_reward and train.grpo.format_reward are both 0: no reward to learn from")
+        return self
+
+
 class TrainSection(_Section):
     # passes over the data (fractions allowed); 10,000 epochs is far past any fine-tune
     epochs: float = Field(1, gt=0, le=10_000)
@@ -312,6 +347,14 @@ class TrainSection(_Section):
                                                    "(MiniGPT-4's run.iters_per_epoch)")
     answer_only_logits: bool = Field(True, description="run the LM head only at positions that predict an answer "
                                                        "token (same loss and gradients, far less memory)")
+    loss_kernel: Literal["torch", "liger"] = Field("torch", description="torch: the LM head, then cross-entropy; "
+                                                   "liger: liger-kernel's fused linear cross-entropy, which never "
+                                                   "holds the logits (CUDA only; pip install 'pefomed[liger]')")
+    objective: Literal["sft", "grpo"] = Field("sft", description="sft: cross-entropy on the reference answers; grpo: "
+                                                                "reinforcement learning from rewards on sampled answers "
+                                                                "(train.grpo)")
+    grpo: GrpoSection = Field(default_factory=GrpoSection, description="the GRPO objective's settings "
+                                                                       "(train.objective=grpo)")
 
 
     @model_validator(mode="after")
@@ -348,6 +391,9 @@ class InferSection(_Section):
     # not bounded (each is one substring test per generated text)
     stop: list[Annotated[str, Field(min_length=1)]] = Field(
         default_factory=list, description="stop generating at any of these strings (cut from the text)")
+    answer_template: Literal["none", "think_answer"] = Field(
+        "none", description="think_answer: the prediction is the text inside <answer>...</answer> (Med-R1's "
+                            "reasoning template; the whole text when it has none); none: the text as generated")
 
 
 class Recipe(_Section):

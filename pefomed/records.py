@@ -90,7 +90,8 @@ class Prediction:
     `reference`, `answer_type`, `task`, `meta` are set when known; `references` holds extra
     references when a file carries several; `predictions` holds every returned answer, best
     first (infer.num_return_sequences above 1; `prediction` is its first, the one scored);
-    `line` is where score read the row (never written)."""
+    `shown_images` the images the model was shown instead of `images` under an image ablation
+    (pefomed.data.image_ablation); `line` is where score read the row (never written)."""
 
     id: str
     prediction: str
@@ -102,6 +103,7 @@ class Prediction:
     meta: dict[str, Any] = field(default_factory=dict)
     references: list[str] | None = None
     predictions: list[str] | None = None
+    shown_images: list[str] | None = None
     line: int = field(default=0, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -133,26 +135,40 @@ def _check_image_path(rel: str, where: str) -> None:
                         "(no absolute path, no '..')")
 
 
+# An image path may name one axial slice of a NIfTI volume: `ct/vol.nii.gz#40` is slice 40 of
+# ct/vol.nii.gz (pefomed.data.volumes.VOLUME_RULE). The suffix cannot be part of a real image file's
+# name that pefomed reads: no image file name ends in ".nii#40" or ".nii.gz#40".
+_SLICE_REF = re.compile(r"(?P<file>.+\.nii(?:\.gz)?)#(?P<index>[0-9]{1,7})", re.IGNORECASE | re.DOTALL)
+
+
+def split_slice_ref(ref: str) -> tuple[str, int | None]:
+    """("ct/vol.nii.gz", 40) for "ct/vol.nii.gz#40"; (ref, None) for any other image path."""
+    match = _SLICE_REF.fullmatch(ref)
+    return (match["file"], int(match["index"])) if match else (ref, None)
+
+
 def resolve_image(data_dir: str | os.PathLike, rel: str, sample_id: str) -> Path:
     """The file behind an image path of a DATA_DIR sample, refusing anything outside DATA_DIR.
 
     An absolute path, a '..' and a symbolic link that resolves outside the DATA_DIR are each a
     UserError naming the sample: a split file is data, and data must not choose which files of
-    the machine the model (and its logs) get to see.
+    the machine the model (and its logs) get to see. A volume's slice (`vol.nii.gz#40`) resolves
+    its file and keeps the slice: `/data/images/vol.nii.gz#40`, which load_image reads.
     """
     where = f"sample {clip(sample_id)}"
     if not isinstance(rel, str):
         raise UserError(f"{where}: image path must be a string, got {type(rel).__name__}")
     _check_image_path(rel, where)
+    file, index = split_slice_ref(rel)
     root = Path(data_dir).resolve()
     try:
-        resolved = (root / rel).resolve()
+        resolved = (root / file).resolve()
     except (OSError, RuntimeError, ValueError) as err:  # a symlink loop, a name too long
         raise UserError(f"{where}: image path {short(rel)} cannot be resolved ({err})") from None
     if not resolved.is_relative_to(root):
         raise UserError(f"{where}: image path {short(rel)} resolves to {short(str(resolved))}, outside the DATA_DIR "
                         f"{root} (a symbolic link?)")
-    return resolved
+    return resolved if index is None else Path(f"{resolved}#{index}")
 
 
 def read_manifest(data_dir: str | os.PathLike) -> dict[str, Any]:
@@ -215,6 +231,7 @@ def verify_images(data_dir: str | os.PathLike, manifest: dict, split: str, sampl
     checked: set[str] = set()  # an image asked about by many questions is hashed once (VQA-RAD: ~11 each)
     for sample in samples:
         for rel in sample.images:
+            rel = split_slice_ref(rel)[0]  # a volume's slices share the volume's one digest
             if rel in checked:
                 continue
             checked.add(rel)

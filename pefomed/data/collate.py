@@ -15,7 +15,9 @@ Families differ in a few data-driven ways, named in `Layout` and looked up by pr
 A prompt is a conversation (docs/prompting.md): an optional system prompt (`data.system_prompt`),
 then optional solved examples (few-shot: earlier user/assistant turns, each with its images), then
 the sample's own user turn. `blind=True` removes every image (or, for a family whose processor
-needs one, puts a black image of the processor's input size in its place).
+needs one, puts a black image of the processor's input size in its place). `ablation` (an
+ImageAblation, pefomed.data.image_ablation) keeps the image slot and changes what the question's own
+turn shows: a constant image, or another sample's; solved examples keep their images.
 
 Images pass through the recipe's transforms (pefomed.data.transforms) before the processor:
 `encode(..., epoch=, seed=)` (the training batches) applies data.train_transform seeded by
@@ -30,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from pefomed.data.image_ablation import blank_like
 from pefomed.data.images import load_image
 from pefomed.data.transforms import ImageTransform, processor_input_size
 from pefomed.instructions import instruction
@@ -202,8 +205,10 @@ class Collator:
     image paths are absolute or relative to `data_dir`.
     """
 
-    def __init__(self, processor, data: DataSection, data_dir: str | Path | None, train: bool, blind: bool = False):
+    def __init__(self, processor, data: DataSection, data_dir: str | Path | None, train: bool, blind: bool = False,
+                 ablation=None):
         self.processor = processor
+        self.ablation = ablation  # an ImageAblation or None
         self.data = data
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.train = train
@@ -227,9 +232,13 @@ class Collator:
 
     per_token_keys = PER_TOKEN_KEYS
 
-    def _images(self, sample: Sample, train: tuple[int, int] | None = None) -> list:
+    def _images(self, sample: Sample, train: tuple[int, int] | None = None, shot: bool = False) -> list:
         if not self.blind:
-            images = [load_image(self.image_path(p, sample.id)) for p in sample.images]
+            ablation = None if shot else self.ablation  # a solved example keeps its own image
+            paths = sample.images if ablation is None else ablation.images_of(sample)
+            images = [load_image(self.image_path(p, sample.id)) for p in paths]
+            if ablation is not None and ablation.kind == "blank":
+                images = [blank_like(image) for image in images]
             return self.transform(images, sample.id, getattr(sample, "source", ""), train)
         if not self.layout.needs_image:
             return []
@@ -258,7 +267,8 @@ class Collator:
         if shots:
             check_few_shot(self.processor)
         train = None if epoch is None else (seed, epoch)
-        return self._encode_prompt(sample, self._images(sample, train), [(s, self._images(s)) for s in shots])
+        return self._encode_prompt(sample, self._images(sample, train),
+                                   [(s, self._images(s, shot=True)) for s in shots])
 
     def _encode_prompt(self, sample: Sample, images: list, shots: Sequence[tuple[Sample, list]]):
         turns = [Turn(instruction(s, self.data), len(imgs), s.answer.strip()) for s, imgs in shots]

@@ -1,5 +1,8 @@
 """The one image loader used by prepare and by `infer --images`: JPEG/PNG through Pillow,
-DICOM through pydicom. Every image comes out as an 8-bit RGB PIL image.
+DICOM through pydicom, NIfTI through nibabel. Every image comes out as an 8-bit RGB PIL image.
+
+NIfTI volumes (.nii, .nii.gz) and their slices (`vol.nii.gz#40`) go to pefomed.data.volumes
+(VOLUME_RULE): one axial slice is one picture.
 
 DICOM series (`dicom_series`, SERIES_RULE): single-frame slices of one volume, grouped by folder
 and SeriesInstanceUID from their headers and ordered along the slice normal, so that `infer
@@ -147,8 +150,16 @@ def load_image(path: str | Path, data: bytes | None = None, max_pixels: int | No
     only to name it in messages. `max_pixels` (default: max_pixels_default()) is checked
     against the size in the file's header before any pixel is decoded.
     """
-    path = Path(path)
+    from pefomed.data.volumes import load_volume_slice, slice_of
+
     limit = max_pixels or max_pixels_default()
+    volume = slice_of(path)  # a NIfTI volume (its middle slice) or one slice of it, `vol.nii.gz#40`
+    if volume is not None:
+        if data is not None:
+            raise UserError(f"{volume[0]}: a NIfTI volume inside an annotation file is not supported; "
+                            "give volumes as files")
+        return load_volume_slice(volume[0], volume[1], max_pixels=limit)
+    path = Path(path)
     if data is None:
         try:
             if not path.is_file():

@@ -3,7 +3,8 @@
 DATA_DIR = manifest.json + {train,val,test}.jsonl + images/ (docs/formats.md). Images are
 checked (inside the source, present, readable) and copied (hard-linked when possible) to
 DATA_DIR/images/ under their path relative to the source root, or converted with
-`image_size` / `image_format`. The output is deterministic: the same input gives byte-identical
+`image_size` / `image_format`. A NIfTI volume is copied as it is (never converted) and a sample
+names `series_frames` of its axial slices (`images/ct/vol.nii.gz#40`, pefomed.data.volumes). The output is deterministic: the same input gives byte-identical
 split files and manifest apart from `created_at`.
 
 A DATA_DIR is whole or absent: everything is written into a hidden sibling folder
@@ -33,10 +34,11 @@ from pefomed.console import track
 from pefomed.data.formats import EMBEDDED, PrepareOptions, SourceSplits, get_reader
 from pefomed.data.formats._common import parse_fractions, seeded_split
 from pefomed.data.images import load_image
+from pefomed.data.volumes import is_volume, slice_refs, volume_slices
 from pefomed.errors import UserError
 from pefomed.io import (atomic_write, check_unicode, clip, read_json, sha256_file, short, swap_in_folder, write_json,
                         write_jsonl)
-from pefomed.records import IMAGE_DIGESTS, MANIFEST, SPLITS, Sample, image_digest
+from pefomed.records import IMAGE_DIGESTS, MANIFEST, SPLITS, Sample, image_digest, split_slice_ref
 
 MANIFEST_VERSION = 1
 
@@ -75,9 +77,12 @@ class _ImageInfo:
     rel: str | None = None  # path relative to DATA_DIR
     src: Path | None = None  # a file in the source, or None for embedded bytes
     data: bytes | None = None  # embedded bytes
+    slices: list[int] | None = None  # a NIfTI volume: the axial slices a sample shows
 
 
 def _dest_rel(rel: Path, images: ImageOptions) -> Path:
+    if is_volume(rel):  # a volume stays a volume: its slices are chosen when read (VOLUME_RULE)
+        return rel
     if images.format:
         return rel.with_suffix(".png" if images.format == "png" else ".jpg")
     if images.size and rel.suffix.lower() not in CONVERTIBLE:
@@ -88,7 +93,7 @@ def _dest_rel(rel: Path, images: ImageOptions) -> Path:
 def _place_image(info: _ImageInfo, dest: Path, images: ImageOptions) -> None:
     # dest is inside a fresh staging folder: nothing from an earlier run is there
     dest.parent.mkdir(parents=True, exist_ok=True)
-    if images.size is None and images.format is None:
+    if (images.size is None and images.format is None) or (info.src is not None and is_volume(info.src)):
         if info.data is not None:
             with atomic_write(dest, "wb") as handle:
                 handle.write(info.data)
@@ -106,8 +111,10 @@ def _place_image(info: _ImageInfo, dest: Path, images: ImageOptions) -> None:
         img.save(handle, format=kind, **({"quality": 95} if kind == "JPEG" else {}))
 
 
-def _check_images(read: SourceSplits, root: Path, images: ImageOptions) -> tuple[dict[str, _ImageInfo], dict[str, list]]:
-    """Look at every image once: inside the root, present, decodable; hash its bytes."""
+def _check_images(read: SourceSplits, root: Path, images: ImageOptions,
+                  frames: int = 1) -> tuple[dict[str, _ImageInfo], dict[str, list]]:
+    """Look at every image once: inside the root, present, decodable; hash its bytes. A volume's
+    `frames` evenly spaced axial slices are chosen here, and each of them decoded."""
     infos: dict[str, _ImageInfo] = {}
     per_sample: dict[str, list] = {}
     samples = [(split, s) for split in SPLITS for s in read.splits.get(split, [])]
@@ -136,6 +143,16 @@ def _check_images(read: SourceSplits, root: Path, images: ImageOptions) -> tuple
                     try:
                         if not src.is_file():
                             info.reason = "image not found"
+                        elif is_volume(src):
+                            n_slices = volume_slices(src)
+                            if n_slices < frames:
+                                raise UserError(f"{src}: the volume has only {n_slices} axial slices, "
+                                                f"series_frames is {frames}")
+                            info.slices = [int(ref.rsplit("#", 1)[1]) for ref in slice_refs("", n_slices, frames)]
+                            for index in info.slices:
+                                load_image(f"{src}#{index}", max_pixels=images.max_pixels)
+                            info.sha256 = sha256_file(src)
+                            info.rel = str(Path("images") / _dest_rel(src.relative_to(root.resolve()), images))
                         else:
                             load_image(src, max_pixels=images.max_pixels)
                             info.sha256 = sha256_file(src)
@@ -172,14 +189,14 @@ def _resplit_by_image(kept: dict[str, list[Sample]], hashes: dict[str, str], fra
 
     samples = [s for split in SPLITS for s in kept.get(split, [])]
     for s in samples:
-        keys = [hashes[p] for p in s.images] or [f"noimage:{s.id}"]
+        keys = [hashes[split_slice_ref(p)[0]] for p in s.images] or [f"noimage:{s.id}"]
         for other in keys[1:]:
             a, b = find(keys[0]), find(other)
             if a != b:
                 parent[max(a, b)] = min(a, b)
     groups: dict[str, list[Sample]] = {}
     for s in samples:
-        first = hashes[s.images[0]] if s.images else f"noimage:{s.id}"
+        first = hashes[split_slice_ref(s.images[0])[0]] if s.images else f"noimage:{s.id}"
         groups.setdefault(find(first), []).append(s)
     for split in SPLITS:
         for s in kept.get(split, []):
@@ -262,7 +279,7 @@ def prepare(source: str | Path, fmt: str, out: str | Path, options: PrepareOptio
     options = options or PrepareOptions()
     images = images or ImageOptions()
     source, out = Path(source), Path(out)
-    _check_options(source, out, images, overwrite)
+    _check_options(source, out, images, overwrite, options)
     fractions = parse_fractions(options.split, default=(0.8, 0.1, 0.1)) if options.resplit_by_image else None
     # Resolve what the user typed ("../data/x") so that a '..' left in an image path can only
     # have come from the dataset's own files, which is what safe_source_path rejects.
@@ -271,7 +288,7 @@ def prepare(source: str | Path, fmt: str, out: str | Path, options: PrepareOptio
         options = dataclasses.replace(options, images=Path(options.images).resolve())
     read, root = _read_source(source, fmt, options)
     _check_samples(read, source)
-    infos, per_sample = _check_images(read, root, images)
+    infos, per_sample = _check_images(read, root, images, options.series_frames)
     kept, skipped = _keep_usable(read, infos, per_sample, source, options.skip_bad)
     by_rel = _image_places(infos, per_sample)
     hashes = {rel: info.sha256 for rel, info in by_rel.items()}
@@ -281,13 +298,21 @@ def prepare(source: str | Path, fmt: str, out: str | Path, options: PrepareOptio
                                                        read, fmt, source, options, images, fractions), by_rel)
 
 
-def _check_options(source: Path, out: Path, images: ImageOptions, overwrite: bool) -> None:
+MAX_SERIES_FRAMES = 64  # slices of one volume in one sample: more would not fit any model's context
+
+
+def _check_options(source: Path, out: Path, images: ImageOptions, overwrite: bool,
+                   options: PrepareOptions) -> None:
     if not source.exists():
         raise UserError(f"{source}: no such file or folder")
     if images.format not in (None, "png", "jpeg"):
         raise UserError(f"--image-format must be png or jpeg, got {short(images.format)}")
     if images.size is not None and not 8 <= images.size <= 100_000:
         raise UserError(f"--image-size must be 8 to 100000 pixels, got {images.size}")
+    if not isinstance(options.series_frames, int) or isinstance(options.series_frames, bool) \
+            or not 1 <= options.series_frames <= MAX_SERIES_FRAMES:
+        raise UserError(f"series_frames must be 1 to {MAX_SERIES_FRAMES}, got {short(options.series_frames)}",
+                        keys=["series_frames"])
     if images.max_pixels is not None and images.max_pixels < 1:
         raise UserError(f"--max-image-pixels must be positive, got {images.max_pixels}")
     check_out(out, source, overwrite)
@@ -332,7 +357,7 @@ def _keep_usable(read: SourceSplits, infos: dict, per_sample: dict, source: Path
                 problems.append(f"{split} {clip(sample.id)}: {'; '.join(reasons)}")
                 skipped.append({"id": sample.id, "split": split, "reason": "; ".join(reasons)})
                 continue
-            sample.images = [infos[k].rel for k in keys]
+            sample.images = [image for k in keys for image in _shown(infos[k])]
             kept.setdefault(split, []).append(sample)
     if problems and not skip_bad:
         listing = "\n  ".join(problems[:20]) + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "")
@@ -342,6 +367,11 @@ def _keep_usable(read: SourceSplits, infos: dict, per_sample: dict, source: Path
     if not any(kept.values()):
         raise UserError(f"{source}: no usable samples were found")
     return kept, skipped
+
+
+def _shown(info: _ImageInfo) -> list[str]:
+    """The image paths a sample holds for one image: its DATA_DIR path, or a volume's slices."""
+    return [info.rel] if info.slices is None else [f"{info.rel}#{k}" for k in info.slices]
 
 
 def _image_places(infos: dict, per_sample: dict) -> dict[str, _ImageInfo]:
@@ -439,12 +469,13 @@ def summarize(kept: dict[str, list[Sample]], out: Path, hashes: dict[str, str] |
     counts["answer_vocabulary"] = len(answers)
 
     def content_hash(rel: str) -> str:
+        rel = split_slice_ref(rel)[0]  # a volume's slices: the volume file
         if rel not in image_hash:
             image_hash[rel] = hashlib.sha256((out / rel).read_bytes()).hexdigest()
         return image_hash[rel]
 
     images_by_split = {split: {content_hash(p) for s in samples for p in s.images} for split, samples in kept.items()}
-    all_paths = {p for samples in kept.values() for s in samples for p in s.images}
+    all_paths = {split_slice_ref(p)[0] for samples in kept.values() for s in samples for p in s.images}
     hashes = Counter(content_hash(p) for p in all_paths)
     counts["images"] = len(all_paths)
     counts["duplicate_images"] = sum(n - 1 for n in hashes.values() if n > 1)

@@ -1,5 +1,6 @@
 """How a model is asked, for baselines compared head to head: system prompt, instruction template,
-few-shot exemplars, closed answers by generation or ranking, and the blind control.
+few-shot exemplars, closed answers by generation or ranking, the blind control and the image
+ablations (blank, shuffled, mismatched: pefomed.data.image_ablation).
 
 `Prompting` gathers these options (the `pefomed infer` flags); `predict(..., prompting=...)` applies
 them and `prompt_settings` writes down what was asked, as a JSON-able dict for the file beside
@@ -118,6 +119,9 @@ class Prompting:
     K exemplars per question from `exemplar_dir`/`exemplar_split` (default: the questions' DATA_DIR
     when it has that split, else the recipe's data.dir). closed_answer: "rank" scores each
     candidate of a closed question instead of generating (pefomed.infer.rank). blind: no image.
+    image_ablation, image_ablation_seed: show a blank image, or another sample's (shuffled,
+    mismatched), drawn with the seed; `ablation` is the plan (who is shown what), made from the
+    whole sample list before a data-parallel run shards it (`with_ablation`).
     """
 
     system_prompt: str | None = None
@@ -126,9 +130,12 @@ class Prompting:
     shots_seed: int = 0
     closed_answer: Literal["generate", "rank"] = "generate"
     blind: bool = False
+    image_ablation: str | None = None
+    image_ablation_seed: int = 0
     exemplar_dir: str | None = None
     exemplar_split: str | None = None  # default: the recipe's data.train_split
     _picked: dict = field(default_factory=dict, repr=False, compare=False)  # the last exemplars chosen
+    ablation: object = field(default=None, repr=False, compare=False)  # an ImageAblation, see with_ablation
 
     def __post_init__(self):
         if self.closed_answer not in CLOSED_ANSWER_MODES:
@@ -142,6 +149,30 @@ class Prompting:
             from pefomed.instructions import check
 
             check(self.template, "--template", needs_question=True)
+        self._check_ablation()
+
+    def _check_ablation(self) -> None:
+        from pefomed.data.image_ablation import check_kind
+        from pefomed.recipe import SEED_MAX
+
+        check_kind(self.image_ablation)
+        seed = self.image_ablation_seed
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+            raise UserError(f"image_ablation_seed must be a whole number from 0 to {SEED_MAX}, got {seed!r}",
+                            keys=["image_ablation_seed"])
+        if self.blind and self.image_ablation is not None:
+            # two answers to one question (what does the image earn?): mixed, neither would be measured
+            raise UserError(f"blind and image_ablation {self.image_ablation} are two image controls; choose one",
+                            keys=["blind", "image_ablation"])
+
+    def with_ablation(self, samples: Sequence[Sample]) -> "Prompting":
+        """This prompting with its ablation planned over `samples` (all of them: before sharding);
+        itself when there is no ablation or it is already planned."""
+        if self.image_ablation is None or self.ablation is not None:
+            return self
+        from pefomed.data.image_ablation import plan_ablation
+
+        return replace(self, ablation=plan_ablation(samples, self.image_ablation, self.image_ablation_seed))
 
     def data_section(self, data):
         """The recipe's DataSection with this inference's system prompt and template."""
@@ -188,7 +219,7 @@ def prompt_settings(samples: Sequence[Sample], image_root: str | Path, recipe, p
     from pefomed.data.collate import blind_mode, system_turn_supported
     from pefomed.infer.rank import RANK_RULE, closed_candidates
 
-    prompting = prompting or Prompting()
+    prompting = (prompting or Prompting()).with_ablation(samples)
     data = prompting.data_section(recipe.data)
     exemplars = prompting.exemplars(samples, image_root, data)
     settings = {
@@ -203,6 +234,7 @@ def prompt_settings(samples: Sequence[Sample], image_root: str | Path, recipe, p
         "closed_answer": prompting.closed_answer,
         "blind": prompting.blind,
         "blind_input": blind_mode(processor) if prompting.blind else None,
+        "image_ablation": None,
         "max_new_tokens": max_new_tokens or recipe.infer.max_new_tokens,
         "num_beams": num_beams or recipe.infer.num_beams,
     }
@@ -210,6 +242,8 @@ def prompt_settings(samples: Sequence[Sample], image_root: str | Path, recipe, p
         folder, split = prompting.exemplar_source(image_root, data)
         settings["exemplar_source"] = {"dir": str(Path(folder).resolve()), "split": split}
         settings["exemplars"] = {sid: [e.id for e in chosen] for sid, chosen in exemplars.items()}
+    if prompting.ablation is not None:  # the ablation, its seed and a sha256 of who was shown what
+        settings.update(prompting.ablation.settings())
     if prompting.closed_answer == "rank":
         settings["rank_rule"] = RANK_RULE
         settings["ranked"] = [s.id for s in samples if closed_candidates(s) is not None]

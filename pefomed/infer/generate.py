@@ -2,7 +2,7 @@
 
 Generation itself (greedy by default, KV cache on) is pefomed.models.generation.Generator; closed
 questions may be ranked instead (pefomed.infer.rank), and the prompt may carry a system prompt,
-another template, few-shot exemplars or no image (pefomed.infer.fewshot.Prompting). Batches are
+another template, few-shot exemplars, no image or an ablated one (pefomed.infer.fewshot.Prompting). Batches are
 encoded by pefomed.infer.batches.EncodedBatches, in worker processes with `num_workers`.
 
 Predictions are appended to PRED.jsonl.partial as each batch finishes and the file is renamed
@@ -64,7 +64,7 @@ def predict(samples: list[Sample], image_root: Path, recipe, bundle, out: str | 
     batch_size = batch_size or recipe.infer.batch_size
     generate = make_generator(recipe, bundle, data, image_root, max_new_tokens, prompting)
     rank = Ranker(bundle.model, bundle.processor, data, image_root, batch_size=batch_size,
-                  blind=prompting.blind) if prompting.closed_answer == "rank" else None
+                  blind=prompting.blind, ablation=prompting.ablation) if prompting.closed_answer == "rank" else None
     n_answers = generate.num_return_sequences
     batches = EncodedBatches([todo[i:i + batch_size] for i in range(0, len(todo), batch_size)],
                              generate.collator, exemplars, closed_candidates if rank is not None else None)
@@ -77,6 +77,8 @@ def predict(samples: list[Sample], image_root: Path, recipe, bundle, out: str | 
                 row = Prediction(id=sample.id, images=sample.images, question=instruction(sample, data),
                                  prediction=texts[0], task=sample.task,
                                  predictions=list(texts) if n_answers > 1 else None)
+                if prompting.ablation is not None:  # `images` stays the sample's own
+                    row.shown_images = prompting.ablation.images_of(sample)
                 if with_references:
                     row.reference, row.answer_type, row.meta = sample.answer, sample.answer_type, sample.meta
                 handle.write(dumps(row.to_dict()) + "\n")
@@ -90,7 +92,9 @@ def resolve_prompting(samples: list[Sample], image_root: Path, recipe, bundle, p
     """(prompting, the data section it asks with, {sample id: exemplars}), checked."""
     from pefomed.infer.fewshot import Prompting
 
-    prompting = prompting or Prompting()
+    # an ablation planned over these samples, unless the caller planned it over more (infer: all
+    # samples, before a data-parallel run shards them)
+    prompting = (prompting or Prompting()).with_ablation(samples)
     data = prompting.data_section(recipe.data)
     if prompting.template is not None and not any(s.task == "vqa" for s in samples):
         raise UserError("--template sets the VQA instruction, but every sample here is a report request "
@@ -105,7 +109,7 @@ def resolve_prompting(samples: list[Sample], image_root: Path, recipe, bundle, p
 def make_generator(recipe, bundle, data, image_root: Path, max_new_tokens: int | None, prompting) -> Generator:
     return Generator(bundle.model, bundle.processor, data, image_root,
                      max_new_tokens or recipe.infer.max_new_tokens, recipe.infer.num_beams,
-                     blind=prompting.blind, sampling=recipe.infer)
+                     blind=prompting.blind, sampling=recipe.infer, ablation=prompting.ablation)
 
 
 def by_prompt_length(samples: list[Sample], data, exemplars: dict) -> list[Sample]:

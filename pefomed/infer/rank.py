@@ -188,13 +188,14 @@ def _accepts_logits_to_keep(model) -> bool:
 class Ranker:
     """Log-likelihood of candidate answers after each prompt; `batch_size` rows per forward pass."""
 
-    def __init__(self, model, processor, data, image_root, batch_size: int = 8, blind: bool = False):
+    def __init__(self, model, processor, data, image_root, batch_size: int = 8, blind: bool = False,
+                 ablation=None):
         from pefomed.data.collate import Collator
         from pefomed.models.generation import model_device_dtype
 
         self.model = model
         # train=True: right padding and the labels that mark answer + end token, as in training
-        self.collator = Collator(processor, data, image_root, train=True, blind=blind)
+        self.collator = Collator(processor, data, image_root, train=True, blind=blind, ablation=ablation)
         self.batch_size = batch_size
         self.device, self.dtype = model_device_dtype(model)
         self.keep_logits = _accepts_logits_to_keep(model)

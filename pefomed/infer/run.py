@@ -46,7 +46,7 @@ class InferOptions:
     max_new_tokens: Optional[int] = None  # default: the source recipe's infer.max_new_tokens
     trust_remote_code: bool = False
     report_prompt: Optional[str] = None  # replaces data.report_prompt
-    # system prompt, VQA template, few-shot, closed-answer ranking, blind (pefomed.infer.fewshot)
+    # system prompt, VQA template, few-shot, closed-answer ranking, blind, image ablation (pefomed.infer.fewshot)
     prompting: Prompting = field(default_factory=Prompting)
     skip_bad: bool = False  # --images: skip unreadable, empty, truncated or too large images, listed beside PRED
     limit: Optional[int] = None  # answer a seeded subsample of this many samples (prompt selection)
@@ -60,7 +60,7 @@ class InferOptions:
     num_beams: Optional[int] = None
     num_return_sequences: Optional[int] = None  # answers per question, all kept (infer.num_return_sequences)
     num_workers: int = 0  # processes decoding images and encoding prompts ahead of the model
-    series_frames: int = 1  # --images: slices shown of each DICOM series (data.images.SERIES_RULE)
+    series_frames: int = 1  # --images: slices shown of each DICOM series or NIfTI volume (SERIES_RULE, VOLUME_RULE)
 
     def check(self) -> None:
         """Every option in its range, before any file is read or model loaded; each message names
@@ -174,6 +174,8 @@ def prediction_settings(source: ModelSource, recipe: Recipe, inputs: dict, promp
                        "num_return_sequences": recipe.infer.num_return_sequences, "batch_size": batch_size,
                        "processes": processes, "workers": workers},
     }
+    if recipe.infer.answer_template != "none":  # only when set: settings of earlier runs stay as they were
+        settings["generation"]["answer_template"] = recipe.infer.answer_template
     if batch_size_auto is not None:  # --batch-size auto: how the size was chosen
         settings["generation"]["batch_size_auto"] = batch_size_auto
     return settings
@@ -193,6 +195,8 @@ def _what_defines_the_answers(settings: dict) -> dict:
         kept["image_transform"] = describe_images(None)
     if "images" in kept["inputs"]:
         kept["inputs"].setdefault("series_frames", 1)
+    if isinstance(kept.get("prompt"), dict):  # written before image ablations existed: none
+        kept["prompt"].setdefault("image_ablation", None)
     if not kept["generation"].get("do_sample"):  # greedy answers depend on neither batch size nor sharding
         kept["generation"].pop("batch_size", None)
         kept["generation"].pop("processes", None)
@@ -315,7 +319,8 @@ def _check_previous_settings(record: Path, settings: dict, answers: Path) -> Non
     except (OSError, ValueError):
         previous = None
     if previous is not None and _what_defines_the_answers(previous) != _what_defines_the_answers(settings):
-        raise UserError(f"{answers}: an interrupted run with other inputs (model, data, split or prompt) left "
+        raise UserError(f"{answers}: an interrupted run with other inputs (model, data, split, prompt or image "
+                        f"ablation) left "
                         f"these answers; remove it to start afresh, or rerun that run's exact command")
 
 
@@ -492,7 +497,7 @@ def infer(source_text: str, out: str | Path, data: str | Path | None = None, spl
     if questions is not None and question is not None:
         raise UserError("give one of --question (every image) or --questions FILE (a question per row)")
     if options.series_frames != 1 and (images is None or questions is not None):
-        raise UserError("--series-frames goes with --images FOLDER (its DICOM series), without --questions "
+        raise UserError("--series-frames goes with --images FOLDER (its DICOM series and NIfTI volumes), without --questions "
                         "(whose rows name single image files)")
     rank, world = process_shard()
     source = resolve_source(str(source_text))  # cheap: a wrong path fails before the data is read
@@ -515,6 +520,8 @@ def infer(source_text: str, out: str | Path, data: str | Path | None = None, spl
                         + (f" (--skip-bad skipped all {len(skipped)} images)" if skipped else ""))
     if options.limit is not None:
         samples = subsample(samples, options.limit, options.limit_seed)
+    # who is shown which image, from every sample: the same in each process of a data-parallel run
+    options.prompting = options.prompting.with_ablation(samples)
     _use_local_device(world)
     recipe, bundle = load_source(source, trust_remote_code=options.trust_remote_code)
     options.apply(recipe)

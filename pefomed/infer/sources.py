@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pefomed.console import console
 from pefomed.data.images import IMAGE_SUFFIXES, is_dicom
+from pefomed.data.volumes import is_volume
 from pefomed.errors import UserError
 from pefomed.records import Sample, read_split
 
@@ -26,7 +27,8 @@ def _walk(folder: Path) -> tuple[list[Path], list[Path]]:
             path = Path(root) / name
             if name.startswith(".") or not path.is_file():
                 continue
-            (images if path.suffix.lower() in IMAGE_SUFFIXES or is_dicom(path) else others).append(path)
+            kept = path.suffix.lower() in IMAGE_SUFFIXES or is_volume(path) or is_dicom(path)
+            (images if kept else others).append(path)
     key = lambda p: p.relative_to(folder).as_posix()  # noqa: E731
     return sorted(images, key=key), sorted(others, key=key)
 
@@ -36,9 +38,12 @@ def folder_samples(source: str | Path, question: str | None, series_frames: int 
     folder's single-frame slices of one SeriesInstanceUID, shown as `series_frames` evenly spaced
     slices, 1: the middle one). Ids are paths relative to the folder, so two `image1.png` in
     different studies never collide; a series' id is its folder's path and its SeriesInstanceUID
-    (`study1/ct/1.2.840...`). Samples come in id order. Without a question each is a
+    (`study1/ct/1.2.840...`). Each NIfTI volume (.nii, .nii.gz) is one sample too, its id its path,
+    shown as `series_frames` evenly spaced axial slices the same way (pefomed.data.volumes.VOLUME_RULE;
+    its images are `PATH#K`, slice K). Samples come in id order. Without a question each is a
     report-generation request. `source` may also be one image file (never a series)."""
     from pefomed.data.images import dicom_series, series_frames as frames_of
+    from pefomed.data.volumes import slice_refs, volume_slices
 
     source = Path(source)
     if source.is_file():
@@ -49,7 +54,7 @@ def folder_samples(source: str | Path, question: str | None, series_frames: int 
     else:
         raise UserError(f"--images {source}: no such folder or image file")
     if not images:
-        raise UserError(f"--images {source}: no images (.jpg, .jpeg, .png, .dcm) found"
+        raise UserError(f"--images {source}: no images (.jpg, .jpeg, .png, .dcm, .nii, .nii.gz) found"
                         + (f" among its {len(others)} files" if others else ""))
     if others:
         shown = ", ".join(p.relative_to(root).as_posix() for p in others[:3])
@@ -58,9 +63,22 @@ def folder_samples(source: str | Path, question: str | None, series_frames: int 
     series, singles = dicom_series(images) if source.is_dir() else ([], images)
     task = "vqa" if question else "report"
     samples = []
+    volumes = 0
     for path in singles:
         rel = path.relative_to(root).as_posix()
-        samples.append(Sample(id=rel, task=task, images=[rel], answer="", question=question))
+        chosen = [rel]
+        if is_volume(path):
+            volumes += 1
+            try:
+                n_slices = volume_slices(path)
+            except UserError:
+                n_slices = None  # a damaged volume: its loader names the problem (or --skip-bad lists it)
+            if n_slices is not None:
+                if n_slices < series_frames:
+                    raise UserError(f"--series-frames {series_frames}: volume {rel} has only {n_slices} axial slices",
+                                    hint=f"use --series-frames {n_slices} or fewer")
+                chosen = slice_refs(rel, n_slices, series_frames)
+        samples.append(Sample(id=rel, task=task, images=chosen, answer="", question=question))
     for uid, slices in series:
         folder = slices[0].parent.relative_to(root).as_posix()
         sample_id = uid if folder == "." else f"{folder}/{uid}"
@@ -75,10 +93,13 @@ def folder_samples(source: str | Path, question: str | None, series_frames: int 
         if a == b:  # a file named exactly as a series' UID beside it
             raise UserError(f"--images {source}: two samples would have the id {a!r} (a file named like the "
                             f"SeriesInstanceUID of the slices beside it); rename the file")
+    if volumes:
+        console.print(f"--images: {volumes} NIfTI volume(s), each answered as one sample of {series_frames} axial "
+                      f"slice(s)", highlight=False, markup=False)
     if series:
         console.print(f"--images: {len(series)} DICOM series ({sum(len(sl) for _, sl in series)} slices), each "
                       f"answered as one sample of {series_frames} slice(s)", highlight=False, markup=False)
-    elif series_frames > 1:
+    elif series_frames > 1 and not volumes:
         console.print(f"--series-frames {series_frames}: no DICOM series found (single-frame slices sharing a "
                       f"SeriesInstanceUID and a folder); every image is answered alone", highlight=False, markup=False)
     return samples, root
@@ -149,7 +170,7 @@ def questions_samples(questions: str | Path, folder: str | Path) -> tuple[list[S
     paths are relative to FOLDER (and may not leave it); ids default to "PATH#N", the N-th
     question of that image; a `reference` column (on every row, or on none) is written as the
     reference that `pefomed score` reads. Returns (samples, FOLDER, whether references were given)."""
-    from pefomed.records import resolve_image
+    from pefomed.records import resolve_image, split_slice_ref
 
     questions, root = Path(questions), Path(folder)
     if not questions.is_file():
@@ -177,7 +198,7 @@ def questions_samples(questions: str | Path, folder: str | Path) -> tuple[list[S
             path = resolve_image(root, rel, row.get("id") or rel)
         except UserError as err:
             raise UserError(f"{where}: {err}".replace("DATA_DIR", "--images folder")) from None
-        if not path.is_file():
+        if not Path(split_slice_ref(str(path))[0]).is_file():  # a volume's slice `vol.nii.gz#40`: its file
             raise UserError(f"{where}: image {rel} not found in {root}")
         per_image[rel] = per_image.get(rel, 0) + 1
         sample_id = row.get("id", "").strip() or f"{rel}#{per_image[rel]}"

@@ -12,6 +12,7 @@ import hashlib
 
 from collections.abc import Sequence
 
+from pefomed.metrics.reasoning import extract_answer
 from pefomed.records import Sample
 
 
@@ -35,15 +36,16 @@ class Generator:
 
     `synced=True` keeps every process generating until all are done, which ZeRO-3 needs when
     processes hold different numbers of samples or stop at different lengths. `blind=True` shows
-    the model no image (docs/prompting.md).
+    the model no image; `ablation` (pefomed.data.image_ablation.ImageAblation) a blank or another
+    sample's image (docs/prompting.md).
     """
 
     def __init__(self, model, processor, data, image_root, max_new_tokens: int, num_beams: int = 1,
-                 synced: bool = False, blind: bool = False, sampling=None):
+                 synced: bool = False, blind: bool = False, sampling=None, ablation=None):
         from pefomed.data.collate import Collator
 
         self.model, self.processor = model, processor
-        self.collator = Collator(processor, data, image_root, train=False, blind=blind)
+        self.collator = Collator(processor, data, image_root, train=False, blind=blind, ablation=ablation)
         self.max_new_tokens, self.num_beams, self.synced = max_new_tokens, num_beams, synced
         self.device, self.dtype = model_device_dtype(model)
         tokenizer = processor.tokenizer
@@ -75,10 +77,13 @@ class Generator:
         return options
 
     def _cut_at_stop(self, text: str) -> str:
-        if self.sampling is None or not self.sampling.stop:
+        if self.sampling is None:
             return text
-        cuts = [text.find(stop) for stop in self.sampling.stop if stop and stop in text]
-        return text[:min(cuts)] if cuts else text
+        if self.sampling.stop:
+            cuts = [text.find(stop) for stop in self.sampling.stop if stop and stop in text]
+            text = text[:min(cuts)] if cuts else text
+        # infer.answer_template: a reasoning template's answer is what infer writes and score reads
+        return extract_answer(text, getattr(self.sampling, "answer_template", "none"))
 
     def encode(self, samples: Sequence[Sample], shots: Sequence[Sequence[Sample]] | None = None) -> dict:
         """The left-padded CPU batch of `samples` (images decoded, prompts encoded): the part of

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pefomed.io import atomic_write
 
-SECTIONS = ("vqa", "report", "clinical", "semantic", "judge")  # METRICS.json sections, in report order
+SECTIONS = ("vqa", "report", "clinical", "chexbert", "radgraph", "bertscore", "semantic", "judge")  # METRICS.json sections, in report order
 
 
 def _f(x) -> str:

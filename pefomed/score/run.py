@@ -60,6 +60,24 @@ class ScoreOptions:
     uncertain: str = _option("negative", "Clinical: uncertain mentions count as negative (default, R2Gen's "
                              "protocol), positive, or are ignored.", choices=("negative", "positive", "ignore"))
     semantic: bool = _option(False, "Sentence-embedding cosine similarity (extra 'semantic').")
+    # model-based report metrics (extra 'radeval', pefomed.score.report_models): local weights only
+    # unless report_models_online; the rule-based `clinical` labeler stays the offline default
+    chexbert: bool = _option(False, "F1-CheXbert (extra 'radeval'): CheXbert labels of both reports; P/R/F1 "
+                             "micro, macro, weighted and samples over 14 and 5 classes, per class, 5-class "
+                             "accuracy. Needs chexbert.pth and bert-base-uncased locally.")
+    radgraph: str | None = _option(None, "RadGraph F1 (extra 'radeval') with this RadGraph model: simple, partial "
+                                   "and complete reward levels. Needs its extracted model folder locally.",
+                                   choices=("radgraph", "radgraph-xl", "modern-radgraph-xl", "echograph"))
+    bertscore: str | None = _option(None, "BERTScore (extra 'radeval') with this model: a local folder or a "
+                                    "hub id in the local Hugging Face cache (RadEval's default: distilbert-base-uncased).",
+                                    check=_NON_EMPTY)
+    bertscore_layers: int | None = _option(None, "BERTScore: the hidden layer compared (default: 5 for "
+                                           "distilbert-base-uncased; needed for any other model).",
+                                           check=(lambda v: v >= 1, ">= 1"))
+    report_models_dir: str | None = _option(None, "Folder holding chexbert.pth and the RadGraph model folders "
+                                            "(default: f1chexbert's and radgraph's own caches).", check=_NON_EMPTY)
+    report_models_online: bool = _option(False, "Let F1-CheXbert, RadGraph and BERTScore download missing "
+                                         "weights from the Hugging Face hub (default: never; local files only).")
     # the judge's texts: given, each is non-empty (an empty --judge-url would switch the judge off
     # without a word; an empty --judge-cache would cache in the current folder)
     judge_url: str | None = _option(None, "OpenAI-compatible base URL for the LLM judge.", check=_NON_EMPTY)
@@ -149,6 +167,8 @@ def metric_name_problem(metric: str) -> str | None:
     from pefomed.metrics.nlg import N
     from pefomed.score.clinical import OBSERVATIONS
     from pefomed.score.vqa_section import GROUP_KEYS
+    from pefomed.score.report_models import AVERAGES as REPORT_MODEL_AVERAGES
+    from pefomed.score.report_models import CHEXBERT_CLASSES
 
     section, _, name = metric.partition("/")
     fixed = {
@@ -158,6 +178,11 @@ def metric_name_problem(metric: str) -> str | None:
                        for n in ("14", "5")),
                      *(f"{m}/{obs}" for m in ("precision", "recall", "f1") for obs in OBSERVATIONS)},
         "semantic": {"cosine"},
+        "chexbert": {*(f"{m}_{avg}/{n}" for m in ("precision", "recall", "f1") for avg in REPORT_MODEL_AVERAGES
+                       for n in ("14", "5")),
+                     *(f"{m}/{c}" for m in ("precision", "recall", "f1") for c in CHEXBERT_CLASSES), "accuracy/5"},
+        "radgraph": {"f1_simple", "f1_partial", "f1_complete"},
+        "bertscore": {"f1"},
         "judge": {"vqa_correct", "report_likert", "report_likert/4"},
     }
     if section not in fixed:
@@ -204,6 +229,16 @@ def _start_specs(rows: list, opts: ScoreOptions, groups: list | None = None):
             from pefomed.score.semantic import semantic_metrics
 
             specs += semantic_metrics(rows, notes=notes)
+        if opts.chexbert or opts.radgraph or opts.bertscore:
+            from pefomed.score import report_models as rm
+
+            online, folder = opts.report_models_online, opts.report_models_dir
+            if opts.chexbert:
+                specs += rm.chexbert_metrics(rows, folder, online, notes=notes)
+            if opts.radgraph:
+                specs += rm.radgraph_metrics(rows, opts.radgraph, folder, online, notes=notes)
+            if opts.bertscore:
+                specs += rm.bertscore_metrics(rows, opts.bertscore, opts.bertscore_layers, online, notes=notes)
     if opts.judge_url or opts.judge_local:
         from pefomed.score.judge import judge_metrics
 

@@ -3,7 +3,9 @@
 A *cell* is one (data set, model, adaptation, method, seed) combination: train (fine-tune only),
 infer the test split, score. A *selection* evaluates a pool of prompt candidates on the validation
 split for one (data set, model, adaptation[, seed]) and keeps the best (arXiv 2411.04118); the
-cells that need it (the adaptation's own, and a blind adaptation repeating it) wait for it.
+cells that need it (the adaptation's own, and a blind or ablation adaptation repeating it) wait for it.
+An ablation cell of a fine-tune adaptation infers with that fine-tune cell's trained run
+(`after`: it runs once that cell is done).
 
 Ids are deterministic: a readable part (data.model.adaptation[.method][.sSEED]) and eight hex
 digits of a hash of everything that determines the cell's output (resolved sources and data,
@@ -13,7 +15,9 @@ not part of the id (scoring is cheap and the report re-scores anyway).
 
 Seeds: a fine-tune trains once per seed (train.seed); a few-shot cell draws its examples with the
 seed (--shots-seed) unless every candidate of its pool fixes shots_seed; zero-shot and blind
-inference is greedy and deterministic, so those cells run once whatever the seeds.
+inference is greedy and deterministic, so those cells run once whatever the seeds. An ablation
+cell follows its reference, and a shuffled or mismatched one also draws its images with each seed
+(--image-ablation-seed); a blank one does not.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ class Unit:
     candidates: list[dict] = field(default_factory=list)  # selection: the pool
     metric: str | None = None  # selection: the metric it maximizes
     pending: bool = False  # cell: its selection has not chosen yet, so the infer command is not final
+    after: str | None = None  # cell: the cell whose trained run it infers with (an ablation of a fine-tune)
     definition: dict = field(default_factory=dict)  # what the id hashes
 
     def to_dict(self) -> dict:
@@ -180,7 +185,9 @@ def selection_metric(metric: str, task: str) -> str:
 def _seed_dependent(study: Study, adaptation: Adaptation) -> bool:
     if adaptation.kind == "fine-tune":
         return True
-    if adaptation.kind == "blind":
+    if adaptation.kind in ("blind", "ablation"):
+        if adaptation.kind == "ablation" and adaptation.image != "blank":
+            return True  # the seed draws who is shown which image
         return _seed_dependent(study, next(a for a in study.adaptations if a.name == adaptation.of))
     if adaptation.kind == "few-shot":
         pool = pool_of(study, adaptation)
@@ -289,7 +296,7 @@ class Planner:
                     try:
                         prompting = Prompting(system_prompt=c.get("system_prompt"), template=c.get("template"),
                                               shots=a.shots or 0, shots_seed=shots_seed,
-                                              closed_answer=a.closed_answer)
+                                              closed_answer=a.closed_answer, image_ablation=a.image)
                         InferOptions(batch_size=study.infer.batch_size, max_new_tokens=study.infer.max_new_tokens,
                                      report_prompt=c.get("report_prompt"), limit=sel.limit, limit_seed=sel.seed,
                                      prompting=prompting).check()
@@ -309,9 +316,11 @@ class Planner:
             task = split_task(data_dir, data.test_split, f"data set {data.name!r} (test_split)")
             for model in study.models:
                 source = resolve_source(model.source, self.root)
-                for a in study.adaptations:
+                # ablations last: one of a fine-tune infers with that cell's run, so it needs its id
+                for a in sorted(study.adaptations, key=lambda a: a.kind == "ablation"):
                     seeds = list(study.seeds) if _seed_dependent(study, a) else [None]
-                    for method in (a.methods or [None]):
+                    methods = self.adaptations[a.of].methods if a.kind == "ablation" else a.methods
+                    for method in (methods or [None]):
                         for seed in seeds:
                             self._cell(data, data_dir, task, model, source, a, method, seed)
         return list(self.selections.values()), self.cells
@@ -333,14 +342,29 @@ class Planner:
         self._recipes_checked.add(key)
 
     def _cell(self, data, data_dir, task, model, source, a, method, seed) -> None:
-        # a blind cell repeats its reference adaptation (model, prompt choice, shots, closed answers)
-        chooser = self.adaptations[a.of] if a.kind == "blind" else a
-        selection = self._selection(data, data_dir, model, chooser, seed, task) if a.kind != "fine-tune" else None
+        # a blind or ablation cell repeats its reference adaptation (model, prompt choice, shots, closed
+        # answers); the reference's own seed picks its prompt and shots (None when it has no seeds)
+        chooser = self.adaptations[a.of] if a.kind in ("blind", "ablation") else a
+        chooser_seed = seed if _seed_dependent(self.study, chooser) else None
+        selection = (self._selection(data, data_dir, model, chooser, chooser_seed, task)
+                     if chooser.kind != "fine-tune" else None)
         definition = {"source": source, "data": str(data_dir), "split": data.test_split, "kind": a.kind,
                       "shots": chooser.shots, "closed_answer": chooser.closed_answer, "seed": seed, "method": method,
                       "selection": selection.id if selection else None, "infer": self.study.infer.model_dump()}
         steps: list[Step] = []
         infer_source = source
+        after = None
+        ablation: list[str] = []
+        if a.kind == "ablation":
+            ablation = ["--image-ablation", a.image] + (["--image-ablation-seed", str(seed)] if seed is not None
+                                                        and a.image != "blank" else [])
+            definition.update(image=a.image, of=a.of)
+            if chooser.kind == "fine-tune":  # that cell's trained run, from this cell's folder
+                reference = next(c for c in self.cells if (c.data, c.model, c.adaptation, c.method, c.seed)
+                                 == (data.name, model.name, chooser.name, method, seed))
+                after = reference.id
+                infer_source = f"../{reference.id}/run"
+                definition["reference_cell"] = reference.id
         if a.kind == "fine-tune":
             recipe_arg, recipe_text = _recipe_text(a.recipe, self.root)
             train_over = model_train_overrides(model, self.root)
@@ -365,10 +389,11 @@ class Planner:
                 candidate = choice
                 prompt = candidate_flags(candidate)
         infer_argv = ["infer", infer_source, "--data", str(data_dir), "--split", data.test_split, "--out", "pred.jsonl",
-                      *prompt, *self._adaptation_flags(chooser, seed, candidate),
-                      *(["--blind"] if a.kind == "blind" else []), *self._infer_common()]
+                      *prompt, *self._adaptation_flags(chooser, chooser_seed, candidate),
+                      *(["--blind"] if a.kind == "blind" else []), *ablation, *self._infer_common()]
         unit = Unit("cell", cell_id, data.name, model.name, a.name, method, seed, task, f"{CELLS_DIR}/{cell_id}",
-                    selection=selection.id if selection else None, pending=pending, definition=definition)
+                    selection=selection.id if selection else None, pending=pending, definition=definition,
+                    after=after)
         steps.append(Step("infer", infer_argv, "pred.jsonl"))
         steps.append(Step("score", score_argv("pred.jsonl", "metrics.json", self.study), "metrics.json"))
         unit.steps = steps

@@ -13,6 +13,11 @@ Holm correction across all comparisons of the study, per metric. Verdicts after 
 the adjusted p < alpha (sign of the difference), else tie. The summary counts wins, ties and losses
 per comparison kind and metric, as arXiv 2411.04118 does for medical models against their bases.
 
+Visual reliance: per model (and method), the score with the image minus the score of each blind
+or ablation adaptation repeating it (blank, shuffled, mismatched image), with the paired bootstrap
+interval over images (and seeds) of a comparison, and the share of the score the model keeps
+without a usable image (arXiv 2603.03437 reports such visual-reliance scores).
+
 Every value, comparison and single-seed interval is computed by pefomed.score.run.score_files,
 the function behind `pefomed score`, on the cells' PRED.jsonl files: those can always be
 reproduced by hand with `pefomed score`; a several-seed row's bootstrap interval is computed here,
@@ -300,6 +305,8 @@ def build_report(study: Study, study_dir: Path, cells: list[Unit]) -> dict:
     report = {"study": study.name, "alpha": alpha, "score": opts,
               "holm": "Holm (1979) step-down correction across all comparisons of the study, per metric",
               "rows": rows, "comparisons": comparisons, "summary": summary,
+              "visual_reliance": _visual_reliance(study, groups, lambda g: _scored(study_dir, preds(g[0]), preds(g[1]),
+                                                                                 opts), metrics_of),
               "selections": _selections(study_dir, cells)}
     write_json(study_dir / "study.json", report)
     with atomic_write(study_dir / "study.md") as handle:
@@ -307,6 +314,37 @@ def build_report(study: Study, study_dir: Path, cells: list[Unit]) -> dict:
     with atomic_write(study_dir / "study.html") as handle:
         handle.write(to_html(report))
     return report
+
+
+def _visual_reliance(study: Study, groups, score_pair, metrics_of) -> list[dict]:
+    """For each blind or ablation group, its reference group (same data set, model and method, the
+    adaptation it repeats) scored against it: difference = with the image - without a usable one,
+    paired over images (and seeds), with `retained` = the control's score / the score with the image."""
+    adaptations = {a.name: a for a in study.adaptations}
+    out = []
+    for group in groups:
+        data, model, adaptation, method = group
+        control = adaptations[adaptation]
+        if control.kind not in ("blind", "ablation"):
+            continue
+        reference = (data, model, control.of, method)
+        if reference not in groups:
+            continue
+        sections = score_pair((reference, group))["compare"]["sections"]
+        entries = {}
+        for metric in metrics_of(data):
+            section, _, name = metric.partition("/")
+            e = (sections.get(section) or {}).get(name)
+            if e is None:
+                continue
+            a, b = e.get("a"), e.get("b")
+            entries[metric] = {"with_image": a, "control": b, "difference": e.get("value"), "ci_low": e.get("ci_low"),
+                               "ci_high": e.get("ci_high"), "p_value": e.get("p_value"), "n": e.get("n"),
+                               "retained": (b / a) if a not in (None, 0) and b is not None else None}
+        out.append({"data": data, "model": model, "method": method, "reference": control.of,
+                    "control": adaptation, "image": "none (blind)" if control.kind == "blind" else control.image,
+                    "seeds": sorted({c.seed for c in groups[group] if c.seed is not None}), "metrics": entries})
+    return out
 
 
 def _selections(study_dir: Path, cells: list[Unit]) -> list[dict]:
@@ -383,6 +421,20 @@ def markdown(report: dict) -> str:
                                  f"{_f(e['difference'])} | [{_f(e['ci_low'])}, {_f(e['ci_high'])}] | {_p(e['p_value'])} | "
                                  f"{_p(e['p_holm'])} | {e['verdict_holm'] or '—'} | {e['test'] or '—'} | "
                                  f"{_sides_text(c) or 'ok'} |")
+        lines.append("")
+    reliance = report.get("visual_reliance") or []
+    if reliance:
+        lines += ["## Visual reliance (score with the image − score without a usable one)", "",
+                  f"Paired over images (and seeds), {level} bootstrap interval; retained: the control's score as "
+                  "a share of the score with the image (near 1: the answers barely use the image).", "",
+                  "| data | model | method | with image | control | image shown | metric | with image | control | "
+                  "difference | interval | retained |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for v in reliance:
+            for metric, e in v["metrics"].items():
+                retained = "—" if e["retained"] is None else f"{100 * e['retained']:.0f}%"
+                lines.append(f"| {v['data']} | {v['model']} | {v['method'] or '—'} | {v['reference']} | "
+                             f"{v['control']} | {v['image']} | {metric} | {_f(e['with_image'])} | {_f(e['control'])} | "
+                             f"{_f(e['difference'])} | [{_f(e['ci_low'])}, {_f(e['ci_high'])}] | {retained} |")
         lines.append("")
     flagged = [r for r in report["rows"] if r.get("degenerate")]
     if flagged:

@@ -40,6 +40,27 @@ def check_gpus(gpus: list[str] | None) -> None:
         raise UserError(f"--gpus: a GPU is listed twice ({','.join(gpus)[:80]}); each runs one cell at a time")
 
 
+def run_cells(cells, out: Path, **how) -> None:
+    """The cells, those that infer with another cell's trained run (`after`: an ablation of a
+    fine-tune) once the others are done; those whose cell failed are not started."""
+    from pefomed.errors import UserError
+    from pefomed.study.plan import CELLS_DIR, DONE
+
+    failed = None
+    try:
+        run_units([c for c in cells if c.after is None], out, **how)
+    except UserError as err:
+        failed = err  # the rest still runs where it can; the failures are reported together
+    later = [c for c in cells if c.after is not None and (out / CELLS_DIR / c.after / DONE).is_file()]
+    try:
+        if later:
+            run_units(later, out, **how)
+    except UserError as err:
+        failed = UserError(f"{failed}\n{err}") if failed else err
+    if failed:
+        raise failed
+
+
 def run_study(study_file: str | Path, out: str | Path, *, dry_run: bool = False, gpus: list[str] | None = None,
               executor=None) -> dict | None:
     """Plan the study in `study_file` into `out` (STUDY_DIR) and run what is not finished; with
@@ -66,7 +87,7 @@ def run_study(study_file: str | Path, out: str | Path, *, dry_run: bool = False,
         run_units(selections, out, gpus=gpus, executor=executor, on_result=tell)
         _, cells = plan_study(study, root, out)  # the chosen prompts are now part of the cells' commands
     console.rule(f"cells: {len(cells)}")
-    run_units(cells, out, gpus=gpus, executor=executor, on_result=tell)
+    run_cells(cells, out, gpus=gpus, executor=executor, on_result=tell)
     console.rule("report")
     from pefomed.study.report import build_report
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pefomed.errors import UserError
 from pefomed.io import read_json, write_json
-from pefomed.study.plan import DONE, Unit
+from pefomed.study.plan import CELLS_DIR, DONE, Unit
 
 
 class StepFailed(Exception):
@@ -45,6 +45,8 @@ def status(unit: Unit, study_dir: Path) -> str:
         return "done"
     if unit.pending:
         return "waits for its prompt selection"
+    if unit.after and not (study_dir / CELLS_DIR / unit.after / DONE).is_file():
+        return f"waits for cell {unit.after}"
     if folder.is_dir() and any((folder / s.output).exists() for s in unit.steps):
         return "partial"
     return "to do"

