@@ -289,6 +289,7 @@ def _levers(bt, s: dict) -> list[tuple[str, str, list, list, int]]:
          bt.LEVERS["answer_only"]["off"], bs),
         ("attention", "model.attn_implementation sdpa (on, the default) vs eager", [],
          ["model.attn_implementation=eager"], bs),
+        ("liger", "train.loss_kernel=liger (fused linear cross-entropy) vs torch", ["train.loss_kernel=liger"], [], bs),
     ]
 
 
@@ -355,6 +356,19 @@ def step_train(step: Step) -> None:
                 import bitsandbytes  # noqa: F401  (QLoRA needs it to import, not just to be installed)
             except Exception as err:  # ImportError, or a CUDA library it cannot load
                 step.details.setdefault("levers_skipped", {})[lever] = f"bitsandbytes does not import: {err}"
+                step.save()
+                continue
+        if lever == "liger":
+            import torch
+
+            try:
+                import liger_kernel.transformers  # noqa: F401
+            except Exception as err:
+                step.details.setdefault("levers_skipped", {})[lever] = f"liger-kernel does not import: {err}"
+                step.save()
+                continue
+            if not torch.cuda.is_available():  # a Triton CUDA kernel: train refuses it here (the smoke run)
+                step.details.setdefault("levers_skipped", {})[lever] = "liger-kernel needs CUDA"
                 step.save()
                 continue
         sides = {}

@@ -41,9 +41,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 LIMIT = 64 * 2**20  # the device tool's limit on the working tree plus carried paths, per call
 # absent from the GPU image: deepspeed + its hjson and pydantic (with pydantic's own needs),
-# bitsandbytes (QLoRA), pydicom, and datasets + evaluate (pefomed.score.evaluate_modules) with theirs
+# bitsandbytes (QLoRA), pydicom, nibabel, liger-kernel, and datasets + evaluate (pefomed.score.evaluate_modules) with theirs
 MISSING = ["deepspeed", "hjson", "pydantic", "pydantic-core", "annotated-types", "typing-inspection",
-           "bitsandbytes", "pydicom", "datasets", "evaluate", "dill", "multiprocess"]
+           "bitsandbytes", "pydicom", "datasets", "evaluate", "dill", "multiprocess", "nibabel",
+           "liger-kernel"]  # nibabel: NIfTI volumes (a base dependency); liger-kernel: train.loss_kernel=liger
 # on the image in versions not read there: pefomed's window is peft >= 0.18, typer >= 0.24,
 # pydantic-core wants typing-extensions >= 4.16
 GUARDS = ["peft", "typer", "typing-extensions"]

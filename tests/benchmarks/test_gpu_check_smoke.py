@@ -79,6 +79,11 @@ def test_smoke_run_passes_every_step_and_reports_positive_figures(tmp_path):
     for lever in levers:
         assert {"on", "off", "ratio_samples_per_s", "ratio_peak_memory"} <= set(train["levers"][lever]), lever
     assert "ratio_epoch2_median_step" in train["levers"]["feature_cache"]
+    # liger's fused cross-entropy is a CUDA kernel: measured on the GPU, skipped by name here
+    skipped = report["steps"]["train"]["details"].get("levers_skipped", {})
+    assert "liger" not in train["levers"]
+    assert skipped["liger"] == ("liger-kernel needs CUDA" if importlib.util.find_spec("liger_kernel")
+                                else skipped["liger"]) and skipped["liger"].startswith("liger-kernel")
     # the cached run read every image of epoch 2 from the cache
     assert report["steps"]["train"]["details"]["feature_cache_hits"]["feature_cache-on"] > 0
 
