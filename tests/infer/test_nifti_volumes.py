@@ -135,22 +135,23 @@ def test_damaged_volumes_give_one_error_line_naming_the_file(tmp_path):
     bad.mkdir()
     (bad / "text.nii.gz").write_text("this is not gzip, nor NIfTI\n")
     (bad / "truncated.nii.gz").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    # a truncated stream inside a complete gzip container: the data ends early
+    # a complete gzip container whose NIfTI data ends before the middle slice (only the slices
+    # shown are read, so a volume cut short after them still answers)
     raw = gzip.decompress(good.read_bytes())
-    (bad / "short.nii.gz").write_bytes(gzip.compress(raw[: len(raw) - 300]))
+    (bad / "short.nii.gz").write_bytes(gzip.compress(raw[: 352 + 1000]))
     save(bad / "flat.nii.gz", np.ones((16, 16), dtype=np.int16))
     save(bad / "series.nii.gz", np.ones((8, 8, 4, 3), dtype=np.int16))
     for name, says in (("text.nii.gz", "unreadable NIfTI volume"), ("truncated.nii.gz", "unreadable NIfTI volume"),
                        ("short.nii.gz", "unreadable NIfTI volume"),
                        ("flat.nii.gz", "a 2-D image (16 x 16); a volume has 3 dimensions"),
                        ("series.nii.gz", "a 4-D volume (8 x 8 x 4 x 3); pefomed reads 3-D volumes")):
-        result = run("infer", "tiny-demo", "--images", str(bad / name), "--question", "Mass?", "--out", "p.jsonl",
+        result = run("infer", "tiny-demo", "--images", str(bad / name), "--question", "Mass?", "--out", f"{name}.jsonl",
                      "--max-new-tokens", "2", cwd=tmp_path)
         lines = result.stderr.splitlines()
         errors = [line for line in lines if line.startswith("error:")]
         assert result.returncode == 2, (name, result.stderr[-3000:])
         assert len(errors) == 1 and name in errors[0] and says in errors[0], (name, result.stderr[-3000:])
-        assert "Traceback" not in result.stderr and not (tmp_path / "p.jsonl").exists(), name
+        assert "Traceback" not in result.stderr and not (tmp_path / f"{name}.jsonl").exists(), name
 
 
 def test_a_prepared_volume_sample_trains(tmp_path):
