@@ -13,7 +13,6 @@ spaced ones, `series_frames`).
 from __future__ import annotations
 
 import io
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,38 +24,9 @@ from pefomed.errors import UserError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".dcm", ".dicom"}
 
-# Images with more pixels than this are refused from their header, before any pixel is
-# decoded: a 100-byte PNG can declare 100,000 x 100,000 pixels and ask for 30 GB. 100 Mpx is
-# over ten times a MIMIC-CXR radiograph (about 3,000 x 3,000). Per call: `max_pixels`
-# (prepare --max-image-pixels); for every call: the environment variable below.
-DEFAULT_MAX_PIXELS = 100_000_000
-MAX_PIXELS_ENV = "PEFOMED_MAX_IMAGE_PIXELS"
-
-
-def max_pixels_default() -> int:
-    raw = os.environ.get(MAX_PIXELS_ENV)
-    if not raw:
-        return DEFAULT_MAX_PIXELS
-    try:
-        value = int(raw)
-    except ValueError:
-        raise UserError(f"{MAX_PIXELS_ENV}={raw[:40]!r}: expected a whole number of pixels") from None
-    if value < 1:
-        raise UserError(f"{MAX_PIXELS_ENV}={value}: expected a positive number of pixels")
-    return value
-
-
-# every caller has the environment variable; prepare also has its own setting (max_image_pixels),
-# which its summary of bad images names (data/prepare.py), so this hint names only what all share
-LIMIT_HINT = f"if the image is genuine, raise the limit with the environment variable {MAX_PIXELS_ENV}"
-
-
-def _check_pixels(path: Path, width: int, height: int, frames: int, limit: int) -> None:
-    if width * height * max(frames, 1) > limit:
-        what = f"{width} x {height}" + (f" x {frames} frames" if frames > 1 else "")
-        raise UserError(f"{path}: image too large ({what} = {width * height * max(frames, 1):,} pixels; "
-                        f"the limit is {limit:,}); refused before decoding",
-                        hint=LIMIT_HINT)
+from pefomed.data.image_limits import (DEFAULT_MAX_PIXELS, LIMIT_HINT, MAX_PIXELS_ENV,  # noqa: F401 (re-exported)
+                                         _check_pixels, max_pixels_default)
+from pefomed.data.volumes import series_frames  # noqa: F401 (the DICOM series' slice choice too)
 
 
 def is_dicom(path: Path) -> bool:
@@ -311,11 +281,3 @@ def dicom_series(paths: list[Path]) -> tuple[list[tuple[str, list[Path]]], list[
               if len(slices) >= 2]
     grouped = {p for _, slices in series for p in slices}
     return series, [p for p in paths if p not in grouped]
-
-
-def series_frames(n_slices: int, frames: int) -> list[int]:
-    """The indices of `frames` evenly spaced slices of `n_slices` (the centres of `frames` equal
-    parts, in order): [n // 2] for one frame, every slice for frames == n_slices."""
-    if not 1 <= frames <= n_slices:
-        raise ValueError(f"frames must be 1 to {n_slices}, got {frames}")
-    return [(2 * i + 1) * n_slices // (2 * frames) for i in range(frames)]

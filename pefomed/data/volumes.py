@@ -1,7 +1,7 @@
 """3-D NIfTI volumes (.nii, .nii.gz: CT-RATE style CT, MR) as images: one axial slice of a volume
 is one 8-bit RGB picture, named by its path and slice index (`ct/vol.nii.gz#40`,
 pefomed.records.split_slice_ref). A volume answered or trained on as one sample shows N evenly
-spaced axial slices, chosen exactly as those of a DICOM series (pefomed.data.images.series_frames).
+spaced axial slices, chosen exactly as those of a DICOM series (`series_frames`, here, which DICOM series use too).
 
 nibabel is imported inside the functions: it costs about 0.2 s, which `pefomed --help` and every
 run without a volume should not pay.
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pefomed.data.images import _check_pixels, max_pixels_default, series_frames
+from pefomed.data.image_limits import _check_pixels, max_pixels_default
 from pefomed.errors import UserError
 from pefomed.records import split_slice_ref
 
@@ -160,3 +160,11 @@ def _window(values: np.ndarray, header) -> np.ndarray:
     if high <= low:  # a uniform slice
         return np.zeros(values.shape, dtype=np.uint8)
     return np.ascontiguousarray(np.clip((values - low) / (high - low) * 255.0 + 0.5, 0, 255).astype(np.uint8))
+
+
+def series_frames(n_slices: int, frames: int) -> list[int]:
+    """The indices of `frames` evenly spaced slices of `n_slices` (the centres of `frames` equal
+    parts, in order): [n // 2] for one frame, every slice for frames == n_slices."""
+    if not 1 <= frames <= n_slices:
+        raise ValueError(f"frames must be 1 to {n_slices}, got {frames}")
+    return [(2 * i + 1) * n_slices // (2 * frames) for i in range(frames)]

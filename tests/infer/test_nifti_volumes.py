@@ -15,6 +15,7 @@ from pathlib import Path
 import nibabel
 import numpy as np
 
+from pefomed.cli.app import main
 from pefomed.data.images import load_image
 from pefomed.data.volumes import VOLUME_RULE, volume_slices
 from pefomed.infer.sources import folder_samples
@@ -128,10 +129,9 @@ def test_infer_answers_each_volume_of_a_folder_as_one_row(tmp_path):
     assert "Traceback" not in result.stderr and not (tmp_path / "q.jsonl").exists()
 
 
-def test_damaged_volumes_give_one_error_line_naming_the_file(tmp_path):
-    good = tmp_path / "good.nii.gz"
-    save(good, np.ones((16, 16, 8), dtype=np.int16))
-    bad = tmp_path / "bad"
+def damaged_folder(bad: Path, tmp_path: Path) -> dict[str, str]:
+    """Five damaged volumes in `bad`: {file name: what its error says}."""
+    good = save(tmp_path / "good.nii.gz", np.ones((16, 16, 8), dtype=np.int16))
     bad.mkdir()
     (bad / "text.nii.gz").write_text("this is not gzip, nor NIfTI\n")
     (bad / "truncated.nii.gz").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
@@ -141,17 +141,38 @@ def test_damaged_volumes_give_one_error_line_naming_the_file(tmp_path):
     (bad / "short.nii.gz").write_bytes(gzip.compress(raw[: 352 + 1000]))
     save(bad / "flat.nii.gz", np.ones((16, 16), dtype=np.int16))
     save(bad / "series.nii.gz", np.ones((8, 8, 4, 3), dtype=np.int16))
-    for name, says in (("text.nii.gz", "unreadable NIfTI volume"), ("truncated.nii.gz", "unreadable NIfTI volume"),
-                       ("short.nii.gz", "unreadable NIfTI volume"),
-                       ("flat.nii.gz", "a 2-D image (16 x 16); a volume has 3 dimensions"),
-                       ("series.nii.gz", "a 4-D volume (8 x 8 x 4 x 3); pefomed reads 3-D volumes")):
-        result = run("infer", "tiny-demo", "--images", str(bad / name), "--question", "Mass?", "--out", f"{name}.jsonl",
-                     "--max-new-tokens", "2", cwd=tmp_path)
-        lines = result.stderr.splitlines()
-        errors = [line for line in lines if line.startswith("error:")]
-        assert result.returncode == 2, (name, result.stderr[-3000:])
-        assert len(errors) == 1 and name in errors[0] and says in errors[0], (name, result.stderr[-3000:])
-        assert "Traceback" not in result.stderr and not (tmp_path / f"{name}.jsonl").exists(), name
+    return {"text.nii.gz": "unreadable NIfTI volume (ImageFileError", "truncated.nii.gz": "unreadable NIfTI volume",
+            "short.nii.gz": "unreadable NIfTI volume data (ValueError",
+            "flat.nii.gz": "a 2-D image (16 x 16); a volume has 3 dimensions",
+            "series.nii.gz": "a 4-D volume (8 x 8 x 4 x 3); pefomed reads 3-D volumes"}
+
+
+def one_error(stderr: str, name: str, says: str) -> None:
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"bad/{name}: " in errors[0] and says in errors[0], (name, stderr[-3000:])
+    assert "Traceback" not in stderr and "Warning" not in stderr, (name, stderr[-3000:])
+
+
+def test_damaged_volumes_give_one_error_line_naming_the_file(tmp_path, capsys):
+    bad = tmp_path / "bad"
+    cases = damaged_folder(bad, tmp_path)
+    # each file alone (in this process: the model is built once): exit 2, one line, no answers
+    for name, says in cases.items():
+        capsys.readouterr()
+        assert main(["infer", "tiny-demo", "--images", str(bad / name), "--question", "Mass?",
+                     "--out", str(tmp_path / f"{name}.jsonl"), "--max-new-tokens", "2"]) == 2, name
+        one_error(capsys.readouterr().err, name, says)
+        assert not (tmp_path / f"{name}.jsonl").exists(), name
+    # the real console script on the folder with --skip-bad: each file listed with its reason, then
+    # one error line, as nothing is left to answer
+    result = run("infer", "tiny-demo", "--images", str(bad), "--question", "Mass?", "--out", "q.jsonl",
+                 "--max-new-tokens", "2", "--skip-bad", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    for name, says in cases.items():
+        assert any(line.startswith(f"skipped {name}: ") and says in line for line in output.splitlines()), (name, output)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {bad}: nothing to answer (--skip-bad skipped all 5 images)"], result.stderr[-3000:]
 
 
 def test_a_prepared_volume_sample_trains(tmp_path):
