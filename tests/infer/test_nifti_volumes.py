@@ -118,7 +118,8 @@ def test_infer_answers_each_volume_of_a_folder_as_one_row(tmp_path):
                  "--max-new-tokens", "2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
-    assert [(r["id"], r["images"]) for r in rows] == [("a.nii.gz", ["a.nii.gz#4"]), ("sub/b.nii.gz", ["sub/b.nii.gz#4"]),
+    assert [(r["id"], r["images"]) for r in rows] == [("a.nii.gz", ["a.nii.gz#4"]),
+                                                      ("sub/b.nii.gz", ["sub/b.nii.gz#4"]),
                                                       ("sub/c.nii", ["sub/c.nii#3"])]
     assert all(r["question"] == question and isinstance(r["prediction"], str) for r in rows)
     assert "3 NIfTI volume(s)" in result.stdout + result.stderr
@@ -170,7 +171,8 @@ def test_damaged_volumes_give_one_error_line_naming_the_file(tmp_path, capsys):
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
     output = result.stdout + result.stderr
     for name, says in cases.items():
-        assert any(line.startswith(f"skipped {name}: ") and says in line for line in output.splitlines()), (name, output)
+        listed = [line for line in output.splitlines() if line.startswith(f"skipped {name}: ")]
+        assert len(listed) == 1 and says in listed[0], (name, output)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: {bad}: nothing to answer (--skip-bad skipped all 5 images)"], result.stderr[-3000:]
 
@@ -181,7 +183,8 @@ def test_a_prepared_volume_sample_trains(tmp_path):
     save(src / "ct" / "vol.nii.gz", rng.integers(-1000, 1000, (24, 24, 9)).astype(np.int16))
     save(src / "ct" / "two.nii", rng.integers(0, 400, (24, 24, 5)).astype(np.int16))
     rows = [{"id": f"q{i}", "image": image, "question": "Is there a mass?", "answer": answer, "split": split}
-            for i, (image, answer, split) in enumerate((("ct/vol.nii.gz", "yes", "train"), ("ct/two.nii", "no", "train"),
+            for i, (image, answer, split) in enumerate((("ct/vol.nii.gz", "yes", "train"),
+                                                        ("ct/two.nii", "no", "train"),
                                                         ("ct/vol.nii.gz", "no", "test")))]
     (src / "questions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     data = tmp_path / "data"
@@ -194,6 +197,8 @@ def test_a_prepared_volume_sample_trains(tmp_path):
     assert [Path(p).name for p in train["q1"]] == ["two.nii#1", "two.nii#3"], train
     volume = data / train["q0"][0].split("#")[0]
     assert volume.read_bytes() == (src / "ct" / "vol.nii.gz").read_bytes()  # copied as it is
+    digests = [json.loads(line)["path"] for line in (data / "image_digests.jsonl").read_text().splitlines()]
+    assert sorted(digests) == ["images/ct/two.nii", "images/ct/vol.nii.gz"]  # one per file, not per slice
     result = run("train", "tiny-demo", "--data", str(data), "--out", str(tmp_path / "run"), "train.max_steps=1",
                  "train.batch_size=2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
