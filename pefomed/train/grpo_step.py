@@ -44,6 +44,10 @@ def check_recipe(recipe) -> None:
         raise UserError("train.feature_cache serves training batches, not sampled answers; it does not apply to "
                         "train.objective=grpo", hint="set train.feature_cache=false",
                         keys=["train.feature_cache", "train.objective"])
+    if cfg.loss_kernel != "torch":
+        raise UserError(f"train.loss_kernel={cfg.loss_kernel} fuses SFT's cross-entropy; GRPO computes "
+                        "log-probabilities of sampled answers and does not use it",
+                        hint="set train.loss_kernel=torch", keys=["train.loss_kernel", "train.objective"])
     if cfg.grpo.beta > 0 and recipe.method.name in ("full",):
         raise UserError("train.grpo.beta > 0 needs the reference model, which pefomed obtains by disabling the "
                         "adapter; method.name=full has none", hint="set train.grpo.beta=0 or use an adapter method",

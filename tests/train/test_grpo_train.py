@@ -46,6 +46,11 @@ def test_grpo_refuses_what_it_cannot_do(tmp_path):
                              capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2, refused.stderr
     assert "train.feature_cache" in refused.stderr and "Traceback" not in refused.stderr
+    refused = subprocess.run([PEFOMED, "train", "tiny-demo", "--data", str(data), "--out", str(tmp_path / "run"),
+                              "train.objective=grpo", "train.loss_kernel=liger"],
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2, refused.stderr
+    assert "train.loss_kernel" in refused.stderr and "Traceback" not in refused.stderr
 
 
 GRPO_RESUME = ["train.objective=grpo", "train.max_steps=6", "train.save_every=2", "train.batch_size=2",
