@@ -359,8 +359,9 @@ def confusion(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return np.stack([p * r, p * (1 - r), (1 - p) * r], axis=-1)
 
 
-def _prf(tp, fp, fn):
-    # zero_division = 0, as sklearn's precision_recall_fscore_support(zero_division=0)
+def precision_recall_f1(tp, fp, fn):
+    """Precision, recall, F1 from counts (arrays); also F1-CheXbert's (pefomed.score.report_models)."""
+    # zero_division = 0, as sklearn's precision_recall_fscore_support(zero_division=0) and classification_report
     with np.errstate(divide="ignore", invalid="ignore"):
         prec = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
         rec = np.where(tp + fn > 0, tp / (tp + fn), 0.0)
@@ -377,14 +378,14 @@ def _labels(sums, cols):
 def _micro(which: int, cols=None):
     def fn(sums):
         s = _labels(sums, cols).sum(axis=-2)
-        return _prf(s[..., 0], s[..., 1], s[..., 2])[which]
+        return precision_recall_f1(s[..., 0], s[..., 1], s[..., 2])[which]
     return fn
 
 
 def _macro(which: int, cols=None):
     def fn(sums):
         s = _labels(sums, cols)
-        return _prf(s[..., 0], s[..., 1], s[..., 2])[which].mean(axis=-1)
+        return precision_recall_f1(s[..., 0], s[..., 1], s[..., 2])[which].mean(axis=-1)
     return fn
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from pefomed.errors import UserError
+from pefomed.score.clinical import precision_recall_f1
 from pefomed.score.rows import Row
 from pefomed.score.stats import MetricSpec, mean_stats
 
@@ -147,15 +148,6 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def _prf(tp, fp, fn):
-    # zero_division = 0, as sklearn's classification_report (its "warn" sets 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        prec = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
-        rec = np.where(tp + fn > 0, tp / (tp + fn), 0.0)
-        f1 = np.where(prec + rec > 0, 2 * prec * rec / (prec + rec), 0.0)
-    return prec, rec, f1
-
-
 def _class_sums(sums, cols):
     """(..., classes, 3) [tp, fp, fn] of the classes `cols` from the (..., 14 * 3 + 5) sums."""
     return sums[..., :14 * 3].reshape(*sums.shape[:-1], 14, 3)[..., cols, :]
@@ -170,8 +162,8 @@ def _aggregate(avg: str, which: int, cols: list[int], suffix: str):
         s = _class_sums(sums, cols)
         if avg == "micro":
             t = s.sum(axis=-2)
-            return _prf(t[..., 0], t[..., 1], t[..., 2])[which]
-        per = _prf(s[..., 0], s[..., 1], s[..., 2])[which]
+            return precision_recall_f1(t[..., 0], t[..., 1], t[..., 2])[which]
+        per = precision_recall_f1(s[..., 0], s[..., 1], s[..., 2])[which]
         if avg == "macro":
             return per.mean(axis=-1)
         if avg == "weighted":
@@ -187,7 +179,7 @@ def _per_report_prf(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """(reports, 3) precision, recall, F1 of each report's label set (sklearn's "samples" average
     before the mean; an empty prediction and reference gives 0, its zero_division)."""
     tp = (pred * ref).sum(1)
-    p, r, f = _prf(tp, (pred * (1 - ref)).sum(1), ((1 - pred) * ref).sum(1))
+    p, r, f = precision_recall_f1(tp, (pred * (1 - ref)).sum(1), ((1 - pred) * ref).sum(1))
     return np.stack([p, r, f], axis=1)
 
 
