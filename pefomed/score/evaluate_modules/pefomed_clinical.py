@@ -5,7 +5,7 @@ import datasets
 import evaluate
 import numpy as np
 
-from pefomed.score.clinical import DEFAULT_UNCERTAIN, FIVE, OBSERVATIONS, _prf, confusion, label_matrix
+from pefomed.score.clinical import DEFAULT_UNCERTAIN, FIVE, OBSERVATIONS, confusion, label_matrix, precision_recall_f1
 
 _DESCRIPTION = "CE precision/recall/F1 (micro, macro) over 14 CheXpert observations and the 5-label subset."
 _KWARGS = """
@@ -29,8 +29,8 @@ class PefomedClinical(evaluate.Metric):
         out = {}
         for suffix, obs in (("14", OBSERVATIONS), ("5", FIVE)):
             c = conf[:, [OBSERVATIONS.index(o) for o in obs], :].sum(axis=0)  # (L, 3)
-            micro = _prf(*c.sum(axis=0))
-            macro = [np.mean(x) for x in _prf(c[:, 0], c[:, 1], c[:, 2])]
+            micro = precision_recall_f1(*c.sum(axis=0))
+            macro = [np.mean(x) for x in precision_recall_f1(c[:, 0], c[:, 1], c[:, 2])]
             for i, name in enumerate(("precision", "recall", "f1")):
                 out[f"{name}_micro/{suffix}"] = float(micro[i])
                 out[f"{name}_macro/{suffix}"] = float(macro[i])
