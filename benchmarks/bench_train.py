@@ -225,7 +225,7 @@ def worker_build(spec: dict) -> dict:
     out = Path(spec["model_dir"])
     if size["builder"] == "tiny":
         from pefomed.models.tiny import build_tiny
-        from pefomed.recipe import TinyConfig
+        from pefomed.models.tiny import TinyConfig
 
         build_tiny(TinyConfig(**size["tiny"]), out)
     else:

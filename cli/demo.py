@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import List, Optional
 
 import typer
+
+from pefomed.cli import declared
 
 EXAMPLE = """
 Example:
@@ -15,12 +15,13 @@ Example:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command(help="Run prepare -> train -> infer -> score on the embedded default (tiny model, "
-                      "bundled VQA-RAD subset); nothing is downloaded." + EXAMPLE)
-    def demo(
-        out: Path = typer.Option(Path("demo-out"), "--out", "-o", help="Folder for all demo outputs (must be empty)."),
-        overrides: Optional[List[str]] = typer.Argument(None, help="Recipe overrides, e.g. train.epochs=1."),
-    ):
+    from pefomed.options.demo import DemoCommand
+
+    def demo(command: DemoCommand):
         from pefomed.demo import run_demo
 
-        run_demo(out, overrides or [])
+        run_demo(command.out, command.overrides)
+
+    declared.register(app, "demo", DemoCommand, demo,
+                      help="Run prepare -> train -> infer -> score on the embedded default (tiny model, bundled "
+                           "VQA-RAD subset); nothing is downloaded." + EXAMPLE)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import List, Optional
 
 import typer
+
+from pefomed.cli import declared
 
 EXAMPLE = """
 Examples:
@@ -23,14 +23,12 @@ Several processes: deepspeed --num_gpus 8 --module pefomed.cli.app train my.yaml
 
 
 def register(app: typer.Typer) -> None:
-    @app.command(help="Fine-tune a vision-language model with DeepSpeed ZeRO and a PEFT method." + EXAMPLE)
-    def train(
-        recipe: Optional[str] = typer.Argument(None, help="Recipe YAML file, or a built-in name such as tiny-demo."),
-        overrides: Optional[List[str]] = typer.Argument(None, help="section.key=value overrides, e.g. train.lr=3e-5."),
-        data: Optional[Path] = typer.Option(None, "--data", help="DATA_DIR written by `pefomed prepare` (not with a recipe's data.mix)."),
-        out: Optional[Path] = typer.Option(None, "--out", help="RUN_DIR to write (default runs/<recipe name>)."),
-        resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this RUN_DIR from its last checkpoint."),
-    ):
+    from pefomed.options.train import TrainCommand
+
+    def train(command: TrainCommand):
         from pefomed.train.run import start_or_resume
 
-        start_or_resume(recipe, overrides or [], data=data, out=out, resume=resume)
+        start_or_resume(command.recipe, command.overrides, data=command.data, out=command.out, resume=command.resume)
+
+    declared.register(app, "train", TrainCommand, train,
+                      help="Fine-tune a vision-language model with DeepSpeed ZeRO and a PEFT method." + EXAMPLE)

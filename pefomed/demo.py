@@ -30,7 +30,7 @@ def run_demo(out: str | Path, overrides: list[str] | None = None) -> dict[str, P
 
     out = Path(out)
     if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} is not empty; choose another --out for the demo")
+        raise UserError(f"{out} is not empty; choose another `out` for the demo")
     paths = {"data": out / "data", "run": out / "run", "predictions": out / "pred.jsonl",
              "metrics": out / "metrics.json", "report": out / "report"}
 

@@ -4,14 +4,24 @@ Anything the user can fix (a missing file, a bad recipe key, a malformed line) r
 `UserError` with a message that names the file, line, key or id. The CLI prints that message
 and exits non-zero without a traceback; every other exception is a bug and keeps its traceback.
 
-Library code names settings by their key (`infer.num_beams`, `max_image_pixels`), never by a
-command-line flag: the same check runs under `pefomed infer`, under training's evaluation (where
-the setting is a recipe key) and from Python. A key the message names is listed in `keys`; cli/
-turns each into the flag of the command the user ran, where that command has one
-(`UserError.naming_flags`), and leaves it a recipe key otherwise.
+Library code names settings by their key, never by a command-line flag: the same check runs under
+`pefomed infer`, under training's evaluation (where the setting is a recipe key) and from Python.
+Two spellings of a key in a message:
+
+- a recipe key (dotted, `infer.num_beams`) or an option key with an underscore (`max_image_pixels`),
+  listed in `keys`;
+- any option key in backticks (`` `images` ``, `` `series_frames` ``): a single word such as
+  "images" is also an ordinary word, so only the backticked form is a key (no `keys` needed).
+
+cli/ turns each into the flag of the command the user ran, where that command has one
+(`UserError.naming_flags`), and leaves it a key otherwise. A message that tells the user to run
+*another* command spells it with pefomed.options.command_line, which reads that command's declared
+options, so a renamed flag changes the advice too.
 """
 
 from __future__ import annotations
+
+import re
 
 from typing import Iterable, Mapping
 
@@ -36,5 +46,7 @@ class UserError(Exception):
         for key in sorted(self.keys, key=len, reverse=True):
             flag = flags.get(key.rsplit(".", 1)[-1])
             if flag:
-                text = text.replace(key, flag)
-        return text
+                # whole keys only: "seed" inside "limit_seed" or "shots_seed" is another key
+                text = re.sub(rf"(?<![\w.`-]){re.escape(key)}(?![\w`-])", flag, text)
+        # backticked option keys: `images` -> --images; an unknown one stays a key, as typed in Python
+        return re.sub(r"`([a-z][a-z0-9_]*)`", lambda m: flags.get(m.group(1), m.group(0)), text)

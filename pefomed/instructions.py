@@ -52,27 +52,30 @@ def resolve(spec, key: str):
     if isinstance(spec, str) and spec.startswith("pool:"):
         name = spec[len("pool:"):]
         if name not in POOLS:
-            raise UserError(f"recipe key '{key}': unknown pool {name!r}; built-in pools: {', '.join(sorted(POOLS))}")
+            label = f"recipe key '{key}'" if "." in key else f"`{key}`"
+            raise UserError(f"{label}: unknown pool {name!r}; built-in pools: {', '.join(sorted(POOLS))}")
         return POOLS[name]
     return spec
 
 
 def check(spec, key: str, needs_question: bool) -> None:
-    """Validate a template spec early (recipe load), naming the recipe key."""
+    """Validate a template spec early (recipe load, or an option), naming the recipe key (dotted)
+    or the option key (in backticks, which cli/ spells as the flag)."""
+    label = f"recipe key '{key}'" if "." in key else f"`{key}`"
     spec = resolve(spec, key)
     items = [spec] if isinstance(spec, str) else spec if isinstance(spec, list) else \
         [t for group in spec.values() for t in group]
     if isinstance(spec, dict) and not set(spec) <= {"closed", "open"}:
-        raise UserError(f"recipe key '{key}': a pool by answer type has keys closed and open, got {sorted(spec)}")
+        raise UserError(f"{label}: a pool by answer type has keys closed and open, got {sorted(spec)}")
     if not items:
-        raise UserError(f"recipe key '{key}': the template pool is empty")
+        raise UserError(f"{label}: the template pool is empty")
     for template in items:
         if needs_question and "{question}" not in template:
-            raise UserError(f"recipe key '{key}': template {template!r} has no {{question}} placeholder")
+            raise UserError(f"{label}: template {template!r} has no {{question}} placeholder")
         try:
             template.format(question="")
         except (KeyError, IndexError, ValueError) as err:
-            raise UserError(f"recipe key '{key}': template {template!r} is not valid ({err}); "
+            raise UserError(f"{label}: template {template!r} is not valid ({err}); "
                             "only {question} may appear in braces") from None
 
 

@@ -52,8 +52,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
 # --- whole folders --------------------------------------------------------------------------------
 #
 # A folder (RUN_DIR/adapter, a DATA_DIR, an export) is written into a hidden sibling, synced, and
-# swapped in with two renames: NAME -> .NAME.old, then .NAME.new-* -> NAME, then .NAME.old is
-# deleted. rename() cannot replace a non-empty folder in one step, so there is a moment between
+# swapped in with two renames: NAME -> .NAME.old, then .NAME.WRITER-PID-* -> NAME, then .NAME.old
+# is deleted. rename() cannot replace a non-empty folder in one step, so there is a moment between
 # the two renames with no NAME; at that moment .NAME.old is whole, and `folder_in_place` (readers)
 # and `recover_folder` (the next writer) take it for NAME. At every instruction one whole folder,
 # old or new, is therefore findable: a kill -9 never leaves "neither".
@@ -159,25 +159,59 @@ def swap_in_folder(new: str | os.PathLike, final: str | os.PathLike) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def staging_folder(final: str | os.PathLike, writer: str, sole_writer: bool) -> Path:
+    """A new empty hidden sibling `.NAME.WRITER-PID-XXXXXXXX` of `final` for one writer to fill.
+
+    First the staging folders that killed writers of `final` left (kill -9 and power cuts skip
+    every cleanup) are deleted: as the sole writer (the caller holds a lock on `final`), every
+    `.NAME.WRITER-*` folder, and an interrupted swap is finished or undone; without a lock, only
+    those whose process no longer runs, so a writer still at work keeps its folder. The writer's
+    name keeps each command's folders apart (`pefomed export` never sweeps a prepare's). OSError
+    propagates, for the caller's message."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if sole_writer:
+        recover_folder(final)
+    ours = re.compile(rf"\.{re.escape(final.name)}\.{re.escape(writer)}-(?P<pid>\d+)-[^/]+")
+    for stale in final.parent.glob(f".{_glob_escape(final.name)}.{_glob_escape(writer)}-*-*"):
+        match = ours.fullmatch(stale.name)
+        if match and stale.is_dir() and not stale.is_symlink() and (sole_writer or not _pid_alive(int(match["pid"]))):
+            shutil.rmtree(stale, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f".{final.name}.{writer}-{os.getpid()}-", dir=final.parent))
+
+
+def publish_folder(new: str | os.PathLike, final: str | os.PathLike) -> None:
+    """Give the filled staging folder `new` the modes of a folder the user made (mkdtemp's is
+    private, 0700) and swap it in as `final` (`swap_in_folder`)."""
+    os.chmod(new, 0o777 & ~_umask())
+    swap_in_folder(new, final)
+
+
 @contextlib.contextmanager
-def atomic_folder(final: str | os.PathLike, sole_writer: bool = True) -> Iterator[Path]:
-    """Yield an empty hidden sibling of `final` to fill; on success it becomes `final` whole
-    (`swap_in_folder`), on an error it is deleted. As the sole writer (under the caller's lock),
-    temporary folders that killed writers left beside `final` are deleted first."""
+def atomic_folder(final: str | os.PathLike, writer: str = "new", sole_writer: bool = True) -> Iterator[Path]:
+    """The one whole-folder writer (RUN_DIR/adapter, a DATA_DIR, an export): yield an empty
+    `staging_folder` of `final` to fill; on success it becomes `final` whole (`publish_folder`),
+    on an error it is deleted and an old `final` stays as it was. `writer` names the command in
+    the staging folder's name; `sole_writer`: the caller holds a lock that keeps every other
+    writer of `final` out (see `staging_folder`)."""
     final = Path(final)
     try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        if sole_writer:
-            recover_folder(final)
-            for stale in final.parent.glob(f".{_glob_escape(final.name)}.new-*"):
-                shutil.rmtree(stale, ignore_errors=True)
-        new = Path(tempfile.mkdtemp(prefix=f".{final.name}.new-", dir=final.parent))
+        new = staging_folder(final, writer, sole_writer)
     except OSError as err:
         raise UserError(f"{final}: cannot write ({err.strerror or err})") from None
     try:
         yield new
-        os.chmod(new, 0o777 & ~_umask())  # mkdtemp's folder is private (0700)
-        swap_in_folder(new, final)
+        publish_folder(new, final)
     except BaseException:
         shutil.rmtree(new, ignore_errors=True)
         raise

@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_serializer,
+                      model_validator)
 
 from pefomed.errors import UserError
 from pefomed.io import check_unicode, clip, short
 from pefomed.methods import QUANTIZABLE_METHODS, MethodName
+from pefomed.options import command_line
 
 
 # Bounds shared by the recipe, `pefomed infer` and `pefomed study` (one place, so they agree).
@@ -92,99 +94,158 @@ class _Section(StrictFields):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False)
 
 
-# 256 byte-level symbols + pefomed.models.tiny.SPECIAL_TOKENS (5): the tokenizer's size before any merge
-TINY_MIN_VOCAB = 256 + 5
-# Image tokens of one image: the vision attention is quadratic in them, and each is one LLM
-# position (data.max_length is 1024 by default); 4096 is the tiny model's 64 x 64 patch grid.
-TINY_MAX_PATCHES = 4096
+# The base of every recipe section, for the sections a model kind declares in its own module.
+RecipeSection = _Section
 
 
-class TinyConfig(_Section):
-    """Sizes of the built-in tiny LLaVA (vision CLIP + Llama), built deterministically in code."""
+# ---------------------------------------------------------------- model kinds' recipe keys
 
-    # A patch grid that does not divide the image is fine (CLIP's convolution and the processor
-    # both floor image_size / patch_size); a patch larger than the image leaves no patch at all.
-    image_size: int = Field(32, gt=0, le=MAX_IMAGE_SIDE)
-    # 64 image tokens: small patches keep a small bright finding inside whole patches
-    patch_size: int = Field(4, gt=0, le=MAX_IMAGE_SIDE)
-    # widths and depths: the tiny model is built in fp32 on the host; 4096 wide x 64 layers is
-    # already a 13B-parameter model, no longer "tiny" and past most hosts' memory
-    vision_hidden: int = Field(64, gt=0, le=4096)
-    vision_layers: int = Field(2, gt=0, le=64)  # 0 layers: the tower has no hidden state to take features from
-    text_hidden: int = Field(64, gt=0, le=4096)
-    text_layers: int = Field(2, gt=0, le=64)  # 0 layers: no q_proj/v_proj for LoRA to adapt
-    heads: int = Field(4, gt=0, le=4096)  # of both towers: must divide both widths (checked below)
-    # The byte-level BPE has 256 byte symbols and 5 special tokens before any merge: a smaller
-    # vocab_size is silently that size. The bundled corpus yields about 3,800 tokens, so a larger
-    # value gives those; 65,536 only stops a typo (the trainer overflows on huge values).
-    vocab_size: int = Field(512, ge=TINY_MIN_VOCAB, le=65536)
-    seed: int = Field(0, ge=0, le=SEED_MAX)  # torch.manual_seed of the build
-
-    @model_validator(mode="after")
-    def _sizes_fit_together(self):
-        for width in ("vision_hidden", "text_hidden"):
-            if getattr(self, width) % self.heads:
-                raise ValueError(f"model.tiny.heads={self.heads} must divide model.tiny.{width} "
-                                 f"({getattr(self, width)}): each attention head takes an equal share of the width")
-        if (self.text_hidden // self.heads) % 2:
-            # Llama's rotary position embedding rotates pairs of dimensions of each head
-            raise ValueError(f"model.tiny.text_hidden / model.tiny.heads = {self.text_hidden // self.heads} must be "
-                             f"even (rotary position embeddings rotate pairs of each head's dimensions)")
-        if self.patch_size > self.image_size:
-            raise ValueError(f"model.tiny.patch_size={self.patch_size} is larger than model.tiny.image_size="
-                             f"{self.image_size}: the image would have no patch")
-        patches = (self.image_size // self.patch_size) ** 2
-        if patches > TINY_MAX_PATCHES:
-            raise ValueError(f"model.tiny.image_size={self.image_size} with patch_size={self.patch_size} gives "
-                             f"{patches:,} image tokens per image, over {TINY_MAX_PATCHES:,} (a 64 x 64 grid)")
-        return self
+# A model kind (pefomed.models.kinds) is a plug-in. Its module declares the keys it adds to the
+# model section (model.tiny, model.name_or_path, model.composed, ...) and registers them here when
+# it is imported; pyproject.toml names each kind's module under this entry-point group. So the
+# recipe knows every kind without importing pefomed.models (a later layer), and a kind from
+# another package is one module plus its own entry point, with no edit to pefomed.
+KIND_ENTRY_POINTS = "pefomed.model_kinds"
+_KIND_KEYS: dict[str, dict[str, tuple[Any, Any]]] = {}  # kind -> {model-section key: (annotation, default)}
+_declared_kinds: list[str] | None = None  # kinds the entry points gave, pefomed's first; None: not loaded yet
+_kind_keys_section: type[BaseModel] | None = None  # every kind's keys as one section, built on first use
 
 
-class ComposedConfig(_Section):
-    """The PeFoMed / MiniGPT-v2 architecture assembled from parts (model.kind: composed)."""
+def register_kind_keys(kind: str, keys: dict[str, tuple[Any, Any]]) -> None:
+    """Model kind `kind` exists and adds `keys` to the model section: each a pydantic field as
+    `pydantic.create_model` takes it, (annotation, default or Field(...))."""
+    global _kind_keys_section
+    if kind in _KIND_KEYS:
+        raise ValueError(f"model kind {kind!r} registered twice")
+    taken = set(ModelSection.model_fields).union(*_KIND_KEYS.values())
+    if set(keys) & taken:
+        raise ValueError(f"model kind {kind!r}: model section key(s) {sorted(set(keys) & taken)} already taken")
+    _KIND_KEYS[kind] = dict(keys)
+    _kind_keys_section = None
 
-    vision_name_or_path: Optional[str] = Field(None, min_length=1,
-                                               description="a transformers vision encoder (CLIP, SigLIP, EVA-style ViT)")
-    llm_name_or_path: Optional[str] = Field(None, min_length=1, description="any transformers causal LM")
-    # must divide the image's patch count (checked when the encoder is known); 4096 only stops a
-    # typo (it is already a 64 x 64 grid merged into one token)
-    merge_tokens: int = Field(4, gt=0, le=4096, description="adjacent visual tokens concatenated (4 in PeFoMed)")
-    # no range here: negative indices count from the end, and the encoder's depth is known only
-    # once it loads
-    vision_feature_layer: Optional[int] = Field(
-        None, description="hidden-state index to take patch tokens from; None = the encoder's final output "
-                          "(for BLIP-2's EVA ViT-g that includes the final LayerNorm, MiniGPT-v2's ln_vision)")
-    image_size: Optional[int] = Field(None, gt=0, le=MAX_IMAGE_SIDE,
-                                      description="resize images to this square size (448 in PeFoMed); "
-                                                  "None = the image processor's own size")
-    image_token: str = Field("<ImageHere>", min_length=1, description="placeholder expanded into the image's tokens")
-    image_prompt: str = Field("<Img><ImageHere></Img>", description="text put in the prompt for each image")
-    prompt_template: str = Field("[INST] {content} [/INST]",
-                                 description="one user turn; {content} = image prompts then the instruction")
 
-    @model_validator(mode="after")
-    def _placeholders_are_there(self):
-        # the same rules the processor applies when it is built (pefomed.models.composed), checked
-        # when the recipe loads instead of after the vision encoder and the LLM have loaded
-        if self.image_token not in self.image_prompt:
-            raise ValueError(f"model.composed.image_prompt {self.image_prompt!r} must contain "
-                             f"model.composed.image_token {self.image_token!r}")
-        if "{content}" not in self.prompt_template:
-            raise ValueError(f"model.composed.prompt_template {self.prompt_template!r} must contain {{content}}")
-        return self
+def _load_kind_plugins() -> list[str]:
+    global _declared_kinds
+    if _declared_kinds is not None:
+        return _declared_kinds
+    from importlib.metadata import entry_points
+
+    _declared_kinds = []  # set first: a kind module that loads a recipe while it imports sees the kinds so far
+    # pefomed's own first (its list gives their order), then other packages' in sys.path order
+    found = sorted(entry_points(group=KIND_ENTRY_POINTS), key=lambda ep: getattr(ep.dist, "name", "") != "pefomed")
+    if not any(getattr(ep.dist, "name", "") == "pefomed" for ep in found):
+        raise UserError(f"pefomed's model kinds are not installed (entry points {KIND_ENTRY_POINTS!r}): the "
+                        f"package's metadata predates them", hint="reinstall pefomed: pip install -e .")
+    for ep in found:
+        loaded = ep.load()  # a ModelKind or a list of them: importing their module registered them
+        for kind in loaded if isinstance(loaded, (list, tuple)) else [loaded]:
+            name = getattr(kind, "name", None)
+            if name not in _KIND_KEYS:
+                raise RuntimeError(f"entry point {ep.name} = {ep.value} (group {KIND_ENTRY_POINTS}) gives "
+                                   f"{kind!r}, not a registered model kind (pefomed.models.kinds.register)")
+            if name not in _declared_kinds:  # (a distribution found twice on sys.path gives it twice)
+                _declared_kinds.append(name)
+    return _declared_kinds
+
+
+def model_kinds() -> list[str]:
+    """Every model kind's name: the installed entry points' (pefomed's own in pyproject.toml's
+    order), then kinds registered in code."""
+    declared = _load_kind_plugins()
+    return [*declared, *(name for name in _KIND_KEYS if name not in declared)]
+
+
+def kind_keys() -> type[BaseModel]:
+    """The keys every kind adds to the model section, as one section (its fields, their defaults)."""
+    global _kind_keys_section
+    names = model_kinds()
+    if _kind_keys_section is None:
+        from pydantic import create_model
+
+        fields = {key: spec for name in names for key, spec in _KIND_KEYS[name].items()}
+        _kind_keys_section = create_model("ModelSection", __base__=_Section, **fields)
+    return _kind_keys_section
+
+
+def _literal_listing(values: list[str]) -> str:
+    """`values` as pydantic's Literal error lists them: 'a', 'b' or 'c'."""
+    quoted = [repr(v) for v in values]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
 
 
 class ModelSection(_Section):
-    kind: Literal["tiny", "hf", "composed"] = "tiny"
-    name_or_path: Optional[str] = Field(None, min_length=1, description="hub id or local folder (kind=hf)")
-    tiny: TinyConfig = TinyConfig()
-    composed: ComposedConfig = ComposedConfig()
-    freeze_vision: bool = True
-    trust_remote_code: bool = False
+    """The base model. `kind` picks a registered model kind; the keys each kind adds (model.tiny,
+    model.name_or_path, model.composed, ...) are declared in the kind's own module
+    (register_kind_keys) and kept as this section's extra keys; any other key is refused."""
+
+    model_config = ConfigDict(**{**_Section.model_config, "extra": "allow"})
+
+    kind: str = Field("tiny", description="which model kind builds and loads the base model (pefomed.models.kinds)")
+    freeze_vision: bool = Field(True, description="the vision encoder's own weights stay frozen (checked against "
+                                                  "what the method trains)")
+    trust_remote_code: bool = Field(False, description="let transformers run the checkpoint's own Python code "
+                                                       "(kind=hf, and the parts of kind=composed)")
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
         "sdpa", description="attention kernel of every part: sdpa (torch's fused kernel), eager (the reference "
                             "maths; Gemma 3 / MedGemma train stably with it), flash_attention_2 (needs the "
                             "flash-attn package and a CUDA GPU)")
+
+    @field_validator("kind", mode="plain")
+    @classmethod
+    def _registered_kind(cls, value: Any) -> str:
+        names = model_kinds()
+        if not isinstance(value, str) or value not in names:
+            from pydantic_core import PydanticKnownError
+
+            # the message a Literal of the kinds gives (it was one until kinds became plug-ins)
+            raise PydanticKnownError("literal_error", {"expected": _literal_listing(names)})
+        return value
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _with_kind_keys(cls, data: Any, handler):
+        if not isinstance(data, dict):
+            return handler(data)  # a ModelSection already, or not a mapping (pydantic says so)
+        from pydantic_core import PydanticCustomError
+
+        keys = kind_keys()
+        own = {k: v for k, v in data.items() if k in cls.model_fields}
+        theirs = {k: v for k, v in data.items() if k not in cls.model_fields}  # unknown keys are refused there
+        errors, section, added = [], None, None
+        try:
+            section = handler(own)
+        except ValidationError as err:
+            errors += err.errors()
+        try:
+            added = keys.model_validate(theirs)
+        except ValidationError as err:
+            errors += err.errors()
+        if errors:
+            # one report in the order the section's keys are listed (kind, the kinds' keys, the
+            # rest), unknown keys last, as pydantic orders the errors of one model
+            order = {key: i for i, key in enumerate(fields_of(cls))}
+            errors.sort(key=lambda e: order.get(e["loc"][0] if e["loc"] else "", len(order)))
+            raise ValidationError.from_exception_data(cls.__name__, [
+                {"type": PydanticCustomError(e["type"], e["msg"].replace("{", "{{").replace("}", "}}")),
+                 "loc": e["loc"], "input": e["input"]} for e in errors])
+        section.__pydantic_extra__.update({key: getattr(added, key) for key in keys.model_fields})
+        section.__pydantic_fields_set__.update(theirs)
+        return section
+
+    @model_serializer(mode="wrap")
+    def _kind_keys_after_kind(self, handler):
+        dumped = handler(self)
+        order = list(fields_of(type(self)))
+        return {k: dumped[k] for k in sorted(dumped, key=lambda k: order.index(k) if k in order else len(order))}
+
+
+def fields_of(section: type[BaseModel]) -> dict[str, Any]:
+    """Every key `section` takes, as pydantic FieldInfo: its fields, and for the model section
+    `kind` first, then the keys the model kinds add, then its own others."""
+    if not (isinstance(section, type) and issubclass(section, ModelSection)):
+        return dict(section.model_fields)
+    own = dict(section.model_fields)
+    return {"kind": own.pop("kind"), **kind_keys().model_fields, **own}
 
 
 class MethodSection(_Section):
@@ -231,7 +292,8 @@ class MixSource(_Section):
 
 
 class DataSection(_Section):
-    dir: Optional[str] = Field(None, min_length=1, description="DATA_DIR written by `pefomed prepare` (or --data)")
+    dir: Optional[str] = Field(None, min_length=1, description="DATA_DIR written by `pefomed prepare` (or given "
+                                                                 f"as {command_line('train', data='DATA_DIR')})")
     mix: Optional[list[MixSource]] = Field(
         None, description="train on several DATA_DIRs drawn with these ratios (PeFoMed's stage 1), instead of data.dir")
     train_transform: Literal["resize", "random_resized_crop"] = Field(
@@ -242,6 +304,11 @@ class DataSection(_Section):
                                      "intent), or `released`: the training transform, as PeFoMed's code ran it")
     train_split: str = Field("train", min_length=1)  # a split name is a file name: DATA_DIR/<split>.jsonl
     val_split: Optional[str] = Field(None, min_length=1)
+    answer_types: Optional[list[Literal["closed", "open"]]] = Field(
+        None, min_length=1, description="train (and validate, train.eval_every) on the VQA questions of these answer "
+                                        "types only, e.g. [closed] (Med-R1 trains on closed questions); a question "
+                                        "without answer_type is closed when its answer is yes/no (as `pefomed "
+                                        "score`); null: every question")
     # one template, a list (pool), {closed: [...], open: [...]}, or "pool:NAME" (pefomed.instructions)
     vqa_template: Union[str, list[str], dict[str, list[str]]] = "{question}"
     report_prompt: Union[str, list[str]] = "Describe the findings of this image."
@@ -397,7 +464,8 @@ class InferSection(_Section):
 
 
 class Recipe(_Section):
-    model: ModelSection = ModelSection()
+    # a factory: the model section's defaults include the keys of kinds registered after this module loads
+    model: ModelSection = Field(default_factory=ModelSection)
     method: MethodSection = MethodSection()
     data: DataSection = DataSection()
     train: TrainSection = TrainSection()
@@ -426,12 +494,12 @@ def _known_keys(loc: tuple) -> list[str]:
     """The keys the recipe section at `loc` (without its last part) accepts."""
     model: type[BaseModel] = Recipe
     for part in loc[:-1]:
-        field = model.model_fields.get(str(part))
+        field = fields_of(model).get(str(part))
         annotation = getattr(field, "annotation", None)
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return []
         model = annotation
-    return list(model.model_fields)
+    return list(fields_of(model))
 
 
 def _line_of(loc: tuple, lines: dict) -> int | None:
@@ -522,7 +590,7 @@ def _check_sections(tree: dict, source: str, lines: dict, model: type[BaseModel]
     """Every section the file gives (model, train, model.tiny, ...) is a mapping of keys. Checked
     before the overrides merge in, which would otherwise replace a malformed `train:` (a list, a
     number, nothing) with the override's keys and hide it."""
-    for name, field in (model or Recipe).model_fields.items():
+    for name, field in fields_of(model or Recipe).items():
         annotation = field.annotation
         if name not in tree or not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             continue

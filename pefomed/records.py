@@ -17,6 +17,7 @@ from typing import Any, Iterator
 
 from pefomed.errors import UserError
 from pefomed.io import clip, iter_jsonl, iter_jsonl_lines, read_json, sha256_file, short, write_json, write_jsonl
+from pefomed.options import command_line
 
 TASKS = ("vqa", "report")
 ANSWER_TYPES = ("closed", "open")
@@ -185,7 +186,7 @@ def read_manifest(data_dir: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
-REPREPARE = "rerun `pefomed prepare --overwrite`"  # the one remedy for a DATA_DIR changed after prepare
+REPREPARE = f"rerun {command_line('prepare', overwrite=True)}"  # the one remedy for a DATA_DIR changed after prepare
 IMAGE_DIGESTS = "image_digests.jsonl"  # one {"path", "size", "sha256"} line per image, written by prepare
 _verified: set[tuple[str, str, str]] = set()  # (DATA_DIR, digests sha256, split) checked in this process
 _noted: set[str] = set()
@@ -266,7 +267,7 @@ def read_split(data_dir: str | os.PathLike, split: str) -> list[Sample]:
     if entry is None:
         if path.is_file():
             raise UserError(f"{path}: not listed in {data_dir / MANIFEST} (the file was added after prepare)",
-                            hint="rerun `pefomed prepare --overwrite`, or write hand-made splits with "
+                            hint=f"{REPREPARE}, or write hand-made splits with "
                                  "pefomed.records.write_split, which records them in the manifest")
         present = ", ".join(sorted(map(str, splits))) or "none"
         raise UserError(f"{path}: no '{split}' split in {data_dir} (splits present: {present})")
@@ -290,7 +291,7 @@ def read_split(data_dir: str | os.PathLike, split: str) -> list[Sample]:
     if actual != expected:
         raise UserError(f"{path}: changed since prepare wrote it (sha256 {actual[:12]}..., {MANIFEST} records "
                         f"{expected[:12]}...); refusing to read a split that may be half-written or edited",
-                        hint="rerun `pefomed prepare --overwrite` (or pefomed.records.write_split for hand-made splits)")
+                        hint=f"{REPREPARE} (or pefomed.records.write_split for hand-made splits)")
     samples: list[Sample] = []
     seen: dict[str, int] = {}
     for lineno, row in iter_jsonl_lines(path, io.BytesIO(data)):

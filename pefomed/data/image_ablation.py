@@ -24,9 +24,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pefomed.errors import UserError
+from pefomed.options.infer import IMAGE_ABLATIONS as ABLATIONS  # declared with the infer option
 from pefomed.records import Sample
 
-ABLATIONS = ("blank", "shuffled", "mismatched")
 # the meta fields the prepared formats fill (VQA-RAD: organ; SLAKE: organ and modality;
 # PathVQA: modality), which make a sample's group for `mismatched`
 GROUP_FIELDS = ("modality", "organ")
@@ -68,7 +68,7 @@ def blank_like(image):
 
 def check_kind(kind: str | None) -> None:
     if kind is not None and kind not in ABLATIONS:
-        raise UserError(f"image_ablation must be one of {', '.join(ABLATIONS)}, got {kind!r}", keys=["image_ablation"])
+        raise UserError(f"`image_ablation` must be one of {', '.join(ABLATIONS)}, got {kind!r}")
 
 
 def plan_ablation(samples: Sequence[Sample], kind: str, seed: int) -> ImageAblation:

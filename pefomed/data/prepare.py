@@ -22,9 +22,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import re
 import shutil
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,18 +34,12 @@ from pefomed.data.formats._common import parse_fractions, seeded_split
 from pefomed.data.images import load_image
 from pefomed.data.volumes import is_volume, slice_refs, volume_slices
 from pefomed.errors import UserError
-from pefomed.io import (atomic_write, check_unicode, clip, read_json, sha256_file, short, swap_in_folder, write_json,
-                        write_jsonl)
+from pefomed.options.prepare import ImageOptions  # noqa: F401 (declared once; re-exported)
+from pefomed.io import (atomic_write, check_unicode, clip, publish_folder, read_json, sha256_file, short, staging_folder,
+                        write_json, write_jsonl)
 from pefomed.records import IMAGE_DIGESTS, MANIFEST, SPLITS, Sample, image_digest, split_slice_ref
 
 MANIFEST_VERSION = 1
-
-
-@dataclass
-class ImageOptions:
-    size: int | None = None  # longest side in pixels; None keeps the original
-    format: str | None = None  # "png" | "jpeg"; None keeps the original file
-    max_pixels: int | None = None  # refuse larger images from their header; None: images.max_pixels_default()
 
 
 def safe_source_path(path: str, root: Path, sample_id: str) -> Path:
@@ -83,9 +75,9 @@ class _ImageInfo:
 def _dest_rel(rel: Path, images: ImageOptions) -> Path:
     if is_volume(rel):  # a volume stays a volume: its slices are chosen when read (VOLUME_RULE)
         return rel
-    if images.format:
-        return rel.with_suffix(".png" if images.format == "png" else ".jpg")
-    if images.size and rel.suffix.lower() not in CONVERTIBLE:
+    if images.image_format:
+        return rel.with_suffix(".png" if images.image_format == "png" else ".jpg")
+    if images.image_size and rel.suffix.lower() not in CONVERTIBLE:
         return rel.with_suffix(".png")  # a resized DICOM can only be written as a picture file
     return rel
 
@@ -93,7 +85,7 @@ def _dest_rel(rel: Path, images: ImageOptions) -> Path:
 def _place_image(info: _ImageInfo, dest: Path, images: ImageOptions) -> None:
     # dest is inside a fresh staging folder: nothing from an earlier run is there
     dest.parent.mkdir(parents=True, exist_ok=True)
-    if (images.size is None and images.format is None) or (info.src is not None and is_volume(info.src)):
+    if (images.image_size is None and images.image_format is None) or (info.src is not None and is_volume(info.src)):
         if info.data is not None:
             with atomic_write(dest, "wb") as handle:
                 handle.write(info.data)
@@ -103,9 +95,9 @@ def _place_image(info: _ImageInfo, dest: Path, images: ImageOptions) -> None:
         except OSError:
             shutil.copyfile(info.src, dest)
         return
-    img = load_image(info.src or dest, data=info.data, max_pixels=images.max_pixels)
-    if images.size:
-        img.thumbnail((images.size, images.size))
+    img = load_image(info.src or dest, data=info.data, max_pixels=images.max_image_pixels)
+    if images.image_size:
+        img.thumbnail((images.image_size, images.image_size))
     kind = CONVERTIBLE[dest.suffix.lower()]
     with atomic_write(dest, "wb") as handle:
         img.save(handle, format=kind, **({"quality": 95} if kind == "JPEG" else {}))
@@ -131,7 +123,7 @@ def _check_images(read: SourceSplits, root: Path, images: ImageOptions,
                     info = _ImageInfo(None, hashlib.sha256(data).hexdigest(), data=data,
                                       rel=str(Path("images") / _dest_rel(Path(name), images)))
                     try:
-                        load_image(name, data=data, max_pixels=images.max_pixels)
+                        load_image(name, data=data, max_pixels=images.max_image_pixels)
                     except UserError as err:
                         info.reason = _reason(err)
                     infos[key] = info
@@ -150,11 +142,11 @@ def _check_images(read: SourceSplits, root: Path, images: ImageOptions,
                                                 f"series_frames is {frames}")
                             info.slices = [int(ref.rsplit("#", 1)[1]) for ref in slice_refs("", n_slices, frames)]
                             for index in info.slices:
-                                load_image(f"{src}#{index}", max_pixels=images.max_pixels)
+                                load_image(f"{src}#{index}", max_pixels=images.max_image_pixels)
                             info.sha256 = sha256_file(src)
                             info.rel = str(Path("images") / _dest_rel(src.relative_to(root.resolve()), images))
                         else:
-                            load_image(src, max_pixels=images.max_pixels)
+                            load_image(src, max_pixels=images.max_image_pixels)
                             info.sha256 = sha256_file(src)
                             info.rel = str(Path("images") / _dest_rel(src.relative_to(root.resolve()), images))
                     except UserError as err:
@@ -204,35 +196,10 @@ def _resplit_by_image(kept: dict[str, list[Sample]], hashes: dict[str, str], fra
     return seeded_split(groups, fractions, seed)
 
 
-STAGING = re.compile(r"\.(?P<name>.+)\.(?:prepare|old)-(?P<pid>\d+)-[^/]+$")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
-
-
-def _remove_stale(out: Path) -> None:
-    """Delete the hidden staging/old folders that dead prepare runs left beside `out`."""
-    for sibling in out.parent.glob(f".{glob_escape(out.name)}.*-*-*"):
-        match = STAGING.match(sibling.name)
-        if match and match["name"] == out.name and sibling.is_dir() and not _pid_alive(int(match["pid"])):
-            shutil.rmtree(sibling, ignore_errors=True)
-
-
-def glob_escape(name: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", name)
-
-
 def check_out(out: Path, source: Path, overwrite: bool) -> None:
     """Refuse an output that prepare must not write or replace, before any work is done."""
     if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise UserError(f"{out}: exists and is not a folder; choose another --out")
+        raise UserError(f"{out}: exists and is not a folder; choose another `out`")
     resolved_out, resolved_source = out.resolve(), source.resolve()
     if resolved_out == resolved_source or resolved_source in resolved_out.parents:
         raise UserError(f"{out}: the output folder must not be inside the source {source}")
@@ -241,11 +208,11 @@ def check_out(out: Path, source: Path, overwrite: bool) -> None:
     if out.is_dir() and any(out.iterdir()):
         if not (out / MANIFEST).is_file():
             raise UserError(f"{out}: a folder with files but no {MANIFEST}, so not a DATA_DIR; "
-                            "prepare never replaces a folder it did not write", hint="choose another --out")
+                            "prepare never replaces a folder it did not write", hint="choose another `out`")
         if not overwrite:
             raise UserError(f"{out}: a DATA_DIR is already there",
-                            hint="pass --overwrite to replace it (the old one stays whole until the new one is complete), "
-                                 "or choose another --out")
+                            hint="pass `overwrite` to replace it (the old one stays whole until the new one is complete), "
+                                 "or choose another `out`")
 
 
 def _verify(staging: Path, manifest: dict, by_rel: dict) -> None:
@@ -258,12 +225,6 @@ def _verify(staging: Path, manifest: dict, by_rel: dict) -> None:
     missing = [rel for rel in by_rel if not (staging / rel).is_file()]
     if missing:
         raise RuntimeError(f"images not written: {missing[:5]}")
-
-
-def _swap_in(staging: Path, out: Path) -> None:
-    """Rename the finished staging folder to `out`, replacing an old DATA_DIR there: pefomed.io's
-    one folder swap, so a kill at any instruction leaves the old or the new DATA_DIR whole."""
-    swap_in_folder(staging, out)
 
 
 def prepare(source: str | Path, fmt: str, out: str | Path, options: PrepareOptions | None = None,
@@ -298,23 +259,13 @@ def prepare(source: str | Path, fmt: str, out: str | Path, options: PrepareOptio
                                                        read, fmt, source, options, images, fractions), by_rel)
 
 
-MAX_SERIES_FRAMES = 64  # slices of one volume in one sample: more would not fit any model's context
 
 
 def _check_options(source: Path, out: Path, images: ImageOptions, overwrite: bool,
                    options: PrepareOptions) -> None:
     if not source.exists():
         raise UserError(f"{source}: no such file or folder")
-    if images.format not in (None, "png", "jpeg"):
-        raise UserError(f"--image-format must be png or jpeg, got {short(images.format)}")
-    if images.size is not None and not 8 <= images.size <= 100_000:
-        raise UserError(f"--image-size must be 8 to 100000 pixels, got {images.size}")
-    if not isinstance(options.series_frames, int) or isinstance(options.series_frames, bool) \
-            or not 1 <= options.series_frames <= MAX_SERIES_FRAMES:
-        raise UserError(f"series_frames must be 1 to {MAX_SERIES_FRAMES}, got {short(options.series_frames)}",
-                        keys=["series_frames"])
-    if images.max_pixels is not None and images.max_pixels < 1:
-        raise UserError(f"--max-image-pixels must be positive, got {images.max_pixels}")
+    # the options' own ranges were checked when they were made (pefomed.options.prepare)
     check_out(out, source, overwrite)
 
 
@@ -383,23 +334,23 @@ def _image_places(infos: dict, per_sample: dict) -> dict[str, _ImageInfo]:
         other = by_rel.setdefault(info.rel, info)
         if other is not info and other.sha256 != info.sha256:
             raise UserError(f"{info.src} and {other.src} would both be written as {info.rel}",
-                            hint="convert without --image-format, or rename one of them")
+                            hint="convert without `image_format`, or rename one of them")
     return by_rel
 
 
 def _write_verified(out: Path, write, by_rel: dict) -> dict:
     """`write(staging)` into a hidden sibling of `out`, verify it, then swap it in: a DATA_DIR is
     whole or absent, whatever happens midway."""
+    # pefomed.io's one folder writer; prepare holds no lock, so only the staging folders of
+    # prepare runs that are gone are cleared (sole_writer=False)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale(out)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.prepare-{os.getpid()}-", dir=out.parent))
+        staging = staging_folder(out, "prepare", sole_writer=False)
     except OSError as err:
         raise UserError(f"{out}: cannot create the output folder ({err.strerror or err})") from None
     try:
         manifest = write(staging)
         _verify(staging, manifest, by_rel)
-        _swap_in(staging, out)
+        publish_folder(staging, out)
     except OSError as err:
         shutil.rmtree(staging, ignore_errors=True)
         where = err.filename or out

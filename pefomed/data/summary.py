@@ -7,6 +7,7 @@ from pathlib import Path
 from rich.table import Table
 
 from pefomed.console import console
+from pefomed.options import flag_of
 
 
 def print_summary(manifest: dict, out: Path) -> None:
@@ -32,7 +33,8 @@ def print_summary(manifest: dict, out: Path) -> None:
             facts.append(f"leakage: {counts[f'{held_out}_images_in_train']} of {counts[f'{held_out}_images']} "
                          f"{held_out} images also appear in train")
     if counts.get("test_images_in_train"):
-        facts.append("  (use --resplit-by-image --seed N for a split without shared images)")
+        facts.append(f"  (use {flag_of('prepare', 'resplit_by_image')} {flag_of('prepare', 'seed')} N for a split "
+                     "without shared images)")
     if manifest["skipped"]:
         facts.append(f"skipped: {len(manifest['skipped'])} samples (listed in manifest.json)")
     for key, note in sorted(manifest.get("notes", {}).items()):

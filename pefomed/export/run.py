@@ -21,15 +21,13 @@ interrupted export never leaves a folder that looks complete.
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from pefomed.errors import UserError
-from pefomed.io import swap_in_folder, write_json
+from pefomed.io import atomic_folder, write_json
 from pefomed.models import run_dir as run_layout
 from pefomed.models.bundle import quiet_transformers, torch_dtype
 from pefomed.models.kinds import kind_of
@@ -45,9 +43,9 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf")
 
 def check_out_dir(out: Path) -> None:
     if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a folder")
+        raise UserError(f"`out` {out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
-        raise UserError(f"--out {out}: folder is not empty; export writes a fresh folder (choose a new path "
+        raise UserError(f"`out` {out}: folder is not empty; export writes a fresh folder (choose a new path "
                         f"or remove this one)")
 
 
@@ -55,7 +53,7 @@ def _target_dtype(dtype: str, model):
     import torch
 
     if dtype not in DTYPES:
-        raise UserError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+        raise UserError(f"`dtype` {dtype!r}: expected one of {', '.join(DTYPES)}")
     if dtype != "auto":
         return torch_dtype(dtype)
     # "auto" keeps the dtype the base checkpoint was published in (a bf16 hub model stays bf16).
@@ -106,7 +104,7 @@ def _check_standard_model(model) -> None:
             and "AutoModelForImageTextToText" not in auto_map):
         raise UserError(f"this run's model ({type(model).__name__}) is not a standard transformers "
                         f"image-text-to-text model, so a merged export could not be loaded by "
-                        f"AutoModelForImageTextToText", hint="export without --merge (adapter + processor)")
+                        f"AutoModelForImageTextToText", hint="export without `merge` (adapter + processor)")
 
 
 def _fill_generation_config(model, processor) -> None:
@@ -165,9 +163,9 @@ def _write_readme(dest: Path, recipe, run: Run, merged: bool, dtype_name: str | 
 def _export_merged(run: Run, recipe, dest: Path, dtype: str) -> str:
     facts = METHODS[recipe.method.name]
     if not facts.mergeable:
-        raise UserError(f"--merge: the run was trained with {facts.title} (method.name: {recipe.method.name}), "
+        raise UserError(f"`merge`: the run was trained with {facts.title} (method.name: {recipe.method.name}), "
                         f"which adds virtual tokens instead of weight updates, so there is nothing to merge into "
-                        f"the base model", hint="export without --merge to get the adapter and processor")
+                        f"the base model", hint="export without `merge` to get the adapter and processor")
     # Merge in fp32 whatever the training precision: W + BA rounded once, at the final cast.
     bundle = load_base(materialize_base(recipe.model, run.root), recipe.model, "fp32")
     processor = load_processor(run, bundle)
@@ -190,8 +188,8 @@ def _export_merged(run: Run, recipe, dest: Path, dtype: str) -> str:
     model = apply_trained(bundle.model, run.weights)
     if run.weights.is_adapter:
         if not hasattr(model, "merge_and_unload"):
-            raise UserError(f"--merge: the adapter type {model.peft_config['default'].peft_type} cannot be merged",
-                            hint="export without --merge")
+            raise UserError(f"`merge`: the adapter type {model.peft_config['default'].peft_type} cannot be merged",
+                            hint="export without `merge`")
         model = model.merge_and_unload()
     model.to(target)
     model.config.dtype = target  # config.json records the dtype the weights are stored in
@@ -233,9 +231,9 @@ def _publishable_modes(folder: Path) -> None:
 @contextlib.contextmanager
 def _sole_writer_of(out: Path):
     """Held while one export assembles `out`: a second export to the same --out refuses at once,
-    and the holder removes the temporary folders of earlier exports that were killed (kill -9
-    or a power cut skip the cleanup below; an OS lock dies with its process, so holding it proves
-    nobody is still writing them)."""
+    and the holder may remove the temporary folders of earlier exports that were killed (kill -9
+    or a power cut skip their cleanup; an OS lock dies with its process, so holding it proves
+    nobody is still writing them: atomic_folder's sole_writer)."""
     import fcntl
 
     lock_path = out.parent / f".{out.name}.export-lock"
@@ -245,10 +243,7 @@ def _sole_writer_of(out: Path):
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise UserError(f"{out}: another `pefomed export` is writing this folder; wait for it to finish or "
-                            f"choose another --out") from None
-        # exactly mkdtemp's 8 random characters: never another --out whose name starts with ours
-        for abandoned in out.parent.glob(f".{glob.escape(out.name)}.????????.partial"):
-            shutil.rmtree(abandoned, ignore_errors=True)
+                            f"choose another `out`") from None
         yield
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -264,7 +259,7 @@ def export_run(run_dir: str | Path, out: str | Path, merge: bool = True, dtype: 
     run, out = open_run(run_dir), Path(out)
     check_out_dir(out)
     if dtype not in DTYPES:
-        raise UserError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+        raise UserError(f"`dtype` {dtype!r}: expected one of {', '.join(DTYPES)}")
     recipe = load_recipe(run.recipe_file)
     check_remote_code(recipe, run.recipe_file, trust_remote_code)
     quiet_transformers()
@@ -274,14 +269,14 @@ def export_run(run_dir: str | Path, out: str | Path, merge: bool = True, dtype: 
 
 
 def _assemble(run: Run, recipe, out: Path, merge: bool, dtype: str) -> Path:
-    """Write the export into a temporary sibling of `out`, then rename it into place."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
+    """Write the export into a temporary sibling of `out`, then rename it into place (pefomed.io's
+    one folder writer; the caller holds `_sole_writer_of(out)`)."""
+    with atomic_folder(out, writer="export", sole_writer=True) as tmp:
         if merge:
             dtype_name = _export_merged(run, recipe, tmp, dtype)
         else:
             if dtype != "auto":
-                raise UserError("--dtype applies to --merge exports only (the adapter is copied as trained)")
+                raise UserError("`dtype` applies to `merge` exports only (the adapter is copied as trained)")
             _export_adapter(run, recipe, tmp)
             dtype_name = None
         _write_readme(tmp, recipe, run, merge, dtype_name)
@@ -292,12 +287,7 @@ def _assemble(run: Run, recipe, out: Path, merge: bool, dtype: str) -> Path:
             "weights": str(run.weights.folder.relative_to(run.root)),
         })
         _publishable_modes(tmp)
-        check_out_dir(out)  # nobody filled it while we worked
-        swap_in_folder(tmp, out)  # pefomed.io's one folder swap (an empty `out` is removed first)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(tmp)
-        raise
+        check_out_dir(out)  # nobody filled it while we worked (an empty `out` is removed by the swap)
     return out
 
 

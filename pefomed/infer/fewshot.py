@@ -13,14 +13,12 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Literal
 
 from pefomed.errors import UserError
+from pefomed.options.infer import CLOSED_ANSWER_MODES, PromptOptions  # noqa: F401 (CLOSED_ANSWER_MODES re-exported)
 from pefomed.records import Sample
-
-CLOSED_ANSWER_MODES = ("generate", "rank")
 
 
 def _group(sample: Sample) -> tuple[str, str | None]:
@@ -110,9 +108,10 @@ def load_exemplar_pool(data_dir: str | Path, split: str) -> list[Sample]:
             for s in read_split(data_dir, split)]
 
 
-@dataclass(frozen=True)
-class Prompting:
-    """The prompt options of one inference (each default is the recipe's own zero-shot prompt).
+@dataclass(frozen=True, kw_only=True)
+class Prompting(PromptOptions):
+    """The prompt of one inference: the declared options (pefomed.options.infer.PromptOptions, each
+    default the recipe's own zero-shot prompt) and what inference does with them.
 
     system_prompt: replaces data.system_prompt. template: replaces data.vqa_template (a template
     with {question}, or "pool:NAME"); report requests keep data.report_prompt. shots, shots_seed:
@@ -124,46 +123,16 @@ class Prompting:
     whole sample list before a data-parallel run shards it (`with_ablation`).
     """
 
-    system_prompt: str | None = None
-    template: str | None = None
-    shots: int = 0
-    shots_seed: int = 0
-    closed_answer: Literal["generate", "rank"] = "generate"
-    blind: bool = False
-    image_ablation: str | None = None
-    image_ablation_seed: int = 0
-    exemplar_dir: str | None = None
-    exemplar_split: str | None = None  # default: the recipe's data.train_split
     _picked: dict = field(default_factory=dict, repr=False, compare=False)  # the last exemplars chosen
     ablation: object = field(default=None, repr=False, compare=False)  # an ImageAblation, see with_ablation
 
-    def __post_init__(self):
-        if self.closed_answer not in CLOSED_ANSWER_MODES:
-            raise UserError(f"--closed-answer must be one of {', '.join(CLOSED_ANSWER_MODES)}, "
-                            f"got {self.closed_answer!r}")
-        if not isinstance(self.shots, int) or self.shots < 0:
-            raise UserError(f"--shots must be a whole number 0 or more, got {self.shots!r}")
-        if self.system_prompt is not None and not self.system_prompt.strip():
-            raise UserError("--system-prompt is empty; leave it out for no system prompt")
-        if self.template is not None:
-            from pefomed.instructions import check
-
-            check(self.template, "--template", needs_question=True)
-        self._check_ablation()
-
-    def _check_ablation(self) -> None:
-        from pefomed.data.image_ablation import check_kind
-        from pefomed.recipe import SEED_MAX
-
-        check_kind(self.image_ablation)
-        seed = self.image_ablation_seed
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
-            raise UserError(f"image_ablation_seed must be a whole number from 0 to {SEED_MAX}, got {seed!r}",
-                            keys=["image_ablation_seed"])
-        if self.blind and self.image_ablation is not None:
-            # two answers to one question (what does the image earn?): mixed, neither would be measured
-            raise UserError(f"blind and image_ablation {self.image_ablation} are two image controls; choose one",
-                            keys=["blind", "image_ablation"])
+    @classmethod
+    def of(cls, options: PromptOptions | None) -> "Prompting":
+        """The Prompting of declared prompt options (itself when it already is one)."""
+        if isinstance(options, Prompting):
+            return options
+        options = options or PromptOptions()
+        return cls(**{f.name: getattr(options, f.name) for f in fields(PromptOptions)})
 
     def with_ablation(self, samples: Sequence[Sample]) -> "Prompting":
         """This prompting with its ablation planned over `samples` (all of them: before sharding);
@@ -194,7 +163,7 @@ class Prompting:
                 return Path(folder), split
         raise UserError(f"few-shot needs solved examples: no '{split}' split beside the questions "
                         f"({image_root}) nor in the recipe's data.dir ({data.dir})",
-                        hint="answer a prepared DATA_DIR (--data) that has a train split")
+                        hint="answer a prepared DATA_DIR (`data`) that has a train split")
 
     def exemplars(self, samples: Sequence[Sample], image_root: str | Path, data) -> dict[str, list[Sample]]:
         """{sample id: its exemplars} ({} without shots)."""
@@ -219,7 +188,7 @@ def prompt_settings(samples: Sequence[Sample], image_root: str | Path, recipe, p
     from pefomed.data.collate import blind_mode, system_turn_supported
     from pefomed.infer.rank import RANK_RULE, closed_candidates
 
-    prompting = (prompting or Prompting()).with_ablation(samples)
+    prompting = Prompting.of(prompting).with_ablation(samples)
     data = prompting.data_section(recipe.data)
     exemplars = prompting.exemplars(samples, image_root, data)
     settings = {

@@ -94,7 +94,7 @@ def resolve_prompting(samples: list[Sample], image_root: Path, recipe, bundle, p
 
     # an ablation planned over these samples, unless the caller planned it over more (infer: all
     # samples, before a data-parallel run shards them)
-    prompting = (prompting or Prompting()).with_ablation(samples)
+    prompting = Prompting.of(prompting).with_ablation(samples)
     data = prompting.data_section(recipe.data)
     if prompting.template is not None and not any(s.task == "vqa" for s in samples):
         raise UserError("--template sets the VQA instruction, but every sample here is a report request "

@@ -24,107 +24,18 @@ import glob
 import json
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from pefomed.console import console
 from pefomed.errors import UserError
 from pefomed.infer.fewshot import Prompting, prompt_settings
+from pefomed.options import flag_of
+from pefomed.options.infer import InferOptions
 from pefomed.io import short, write_json
 from pefomed.models.source import ModelSource, load_source, resolve_source
 from pefomed.recipe import Recipe
 from pefomed.records import settings_path
-
-
-@dataclass
-class InferOptions:
-    """Everything `pefomed infer` takes besides what to answer; each None keeps the source's own
-    setting (a RUN_DIR's recipe, or the defaults for a model never trained here)."""
-
-    batch_size: Optional[int | str] = None  # default: the source recipe's infer.batch_size; "auto" (batch_size.py)
-    max_new_tokens: Optional[int] = None  # default: the source recipe's infer.max_new_tokens
-    trust_remote_code: bool = False
-    report_prompt: Optional[str] = None  # replaces data.report_prompt
-    # system prompt, VQA template, few-shot, closed-answer ranking, blind, image ablation (pefomed.infer.fewshot)
-    prompting: Prompting = field(default_factory=Prompting)
-    skip_bad: bool = False  # --images: skip unreadable, empty, truncated or too large images, listed beside PRED
-    limit: Optional[int] = None  # answer a seeded subsample of this many samples (prompt selection)
-    limit_seed: int = 0
-    # sampling (None keeps the source recipe's infer.*): temperature 0 is greedy
-    temperature: Optional[float] = None
-    top_p: Optional[float] = None
-    repetition_penalty: Optional[float] = None
-    seed: Optional[int] = None
-    stop: Optional[list[str]] = None
-    num_beams: Optional[int] = None
-    num_return_sequences: Optional[int] = None  # answers per question, all kept (infer.num_return_sequences)
-    num_workers: int = 0  # processes decoding images and encoding prompts ahead of the model
-    series_frames: int = 1  # --images: slices shown of each DICOM series or NIfTI volume (SERIES_RULE, VOLUME_RULE)
-
-    def check(self) -> None:
-        """Every option in its range, before any file is read or model loaded; each message names
-        the flag. The settings that are also recipe keys (infer.*) are checked by the recipe's own
-        fields (pefomed.recipe.InferSection), so `--num-beams` and `infer.num_beams` take the same
-        range; `pefomed study --dry-run` calls this too, for the options its cells will pass."""
-        from pydantic import ValidationError
-
-        from pefomed.infer.batch_size import parse_batch_size
-        from pefomed.recipe import MAX_SEQUENCES, MAX_WORKERS, SEED_MAX, InferSection
-
-        self.batch_size = parse_batch_size(self.batch_size)
-        for flag, value in (("--batch-size", None if self.batch_size == "auto" else self.batch_size),
-                            ("--max-new-tokens", self.max_new_tokens), ("--limit", self.limit),
-                            ("--num-beams", self.num_beams), ("--num-return-sequences", self.num_return_sequences),
-                            ("--series-frames", self.series_frames)):
-            if value is not None and value < 1:
-                raise UserError(f"{flag} must be at least 1, got {value}")
-        as_recipe = {"batch_size": None if self.batch_size == "auto" else self.batch_size,
-                     "max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams,
-                     "num_return_sequences": self.num_return_sequences, "temperature": self.temperature,
-                     "top_p": self.top_p, "repetition_penalty": self.repetition_penalty, "seed": self.seed,
-                     "stop": self.stop}
-        for key, value in as_recipe.items():
-            if value is not None:
-                try:
-                    InferSection.model_validate({key: value})
-                except ValidationError as err:
-                    raise UserError(f"--{key.replace('_', '-')}: {_first_line(err)}") from None
-        # (flag, value, lowest, highest): the options that are no recipe key
-        for flag, value, low, high in (
-                # train.num_workers' range: DataLoader workers here as there
-                ("--workers", self.num_workers, 0, MAX_WORKERS),
-                # every shot is one more image and solved turn in each prompt; 0 is zero-shot
-                ("--shots", self.prompting.shots, 0, MAX_SEQUENCES),
-                ("--shots-seed", self.prompting.shots_seed, 0, SEED_MAX),  # hashed with each question's id
-                ("--limit-seed", self.limit_seed, 0, SEED_MAX),  # random.Random(seed).sample of the ids
-                # slices of one DICOM series shown in one prompt, each a whole image of tokens
-                ("--series-frames", self.series_frames, 1, MAX_SEQUENCES)):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise UserError(f"{flag} must be a whole number, got {value!r}")
-            if not low <= value <= high:
-                raise UserError(f"{flag} must be {'at least' if value < low else 'at most'} "
-                                f"{low if value < low else high}, got {value}"
-                                + (" (0: decode in this process)" if flag == "--workers" else ""))
-        if self.report_prompt is not None:  # the rules of data.report_prompt, which it replaces
-            from pefomed.instructions import check
-
-            check(self.report_prompt, "--report-prompt", needs_question=False)
-
-    def apply(self, recipe: Recipe) -> None:
-        for key in ("temperature", "top_p", "repetition_penalty", "seed", "stop", "num_beams",
-                    "num_return_sequences"):
-            value = getattr(self, key)
-            if value is not None:
-                try:
-                    setattr(recipe.infer, key, value)
-                except Exception as err:  # pydantic's range checks
-                    raise UserError(f"--{key.replace('_', '-')}: {_first_line(err)}") from None
-        if self.report_prompt is not None:
-            try:
-                recipe.data.report_prompt = self.report_prompt
-            except Exception as err:  # pydantic's validation of the prompt
-                raise UserError(f"--report-prompt: {_first_line(err)}") from None
 
 
 def subsample(samples: list, limit: int | None, seed: int) -> list:
@@ -136,14 +47,6 @@ def subsample(samples: list, limit: int | None, seed: int) -> list:
 
     chosen = set(random.Random(seed).sample(sorted(s.id for s in samples), limit))
     return [s for s in samples if s.id in chosen]
-
-
-def _first_line(err: Exception) -> str:
-    errors = getattr(err, "errors", None)  # pydantic: the reason, not its "1 validation error" header
-    if callable(errors):
-        first = errors()[0]
-        return f"{first['msg']} (got {first.get('input')!r})"
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
 def _settings_record(out: Path) -> Path:
@@ -426,9 +329,10 @@ def _check_report_request(source: ModelSource, recipe: Recipe, options: InferOpt
     """`--images` without `--question` asks each image for a report: say so, and refuse it for a run
     that only ever learned to answer questions (its "reports" would be short answers)."""
     if options.report_prompt is None and source.kind == "run" and trained_tasks(recipe) == {"vqa"}:
-        raise UserError(f"{source.text} was trained on VQA questions only, and --images without --question asks "
-                        f"for reports", hint="pass --question \"...\" (or --report-prompt to ask for reports anyway)")
-    console.print(f"no --question: asking each image for a report (prompt: {recipe.data.report_prompt!r})",
+        raise UserError(f"{source.text} was trained on VQA questions only, and `images` without `question` asks "
+                        f"for reports", hint="pass `question` \"...\" (or `report_prompt` to ask for reports anyway)")
+    console.print(f"no {flag_of('infer', 'question')}: asking each image for a report (prompt: "
+                  f"{recipe.data.report_prompt!r})",
                   highlight=False, markup=False)
 
 
@@ -438,9 +342,9 @@ def _check_several_images(processor, frames: int) -> None:
     from pefomed.data.collate import FEW_SHOT_FAMILIES
 
     if not any(cls.__name__ in FEW_SHOT_FAMILIES for cls in type(processor).__mro__):
-        raise UserError(f"--series-frames {frames}: {type(processor).__name__} cannot place several images in one "
+        raise UserError(f"`series_frames` {frames}: {type(processor).__name__} cannot place several images in one "
                         f"prompt (families that can: {', '.join(FEW_SHOT_FAMILIES)})",
-                        hint="use --series-frames 1 (the middle slice) with this model")
+                        hint="use `series_frames` 1 (the middle slice) with this model")
 
 
 def _interrupted_settings(out: Path) -> dict | None:
@@ -470,7 +374,7 @@ def _batch_size(options: InferOptions, recipe: Recipe, bundle, mine: list, root:
     generate = make_generator(recipe, bundle, data, root, max_new_tokens, prompting)
     size, record = auto_batch_size(generate, by_prompt_length(mine, data, exemplars), exemplars,
                                    recipe.infer.batch_size, _interrupted_settings(out))
-    console.print(f"--batch-size auto: {size} ({record['device']}"
+    console.print(f"{flag_of('infer', 'batch_size')} auto: {size} ({record['device']}"
                   + (f"; tried {', '.join(str(t['batch_size']) for t in record['tried'])})" if record["tried"]
                      else ": the source recipe's infer.batch_size, nothing to probe)"), highlight=False, markup=False)
     return size, record
@@ -484,21 +388,20 @@ def infer(source_text: str, out: str | Path, data: str | Path | None = None, spl
     from pefomed.infer.sources import drop_unreadable, folder_samples, questions_samples, split_samples
 
     options = options or InferOptions()
-    options.check()
     out = Path(out)
     if out.is_dir():
-        raise UserError(f"--out {out}: is a folder; give the PRED.jsonl file to write")
+        raise UserError(f"`out` {out}: is a folder; give the PRED.jsonl file to write")
     if (data is None) == (images is None):
-        raise UserError("give exactly one of --data DATA_DIR or --images FOLDER")
+        raise UserError("give exactly one of `data` DATA_DIR or `images` FOLDER")
     if question is not None and images is None:
-        raise UserError("--question goes with --images (a DATA_DIR brings its own questions)")
+        raise UserError("`question` goes with `images` (a DATA_DIR brings its own questions)")
     if questions is not None and images is None:
-        raise UserError("--questions goes with --images FOLDER (its image paths are relative to that folder)")
+        raise UserError("`questions` goes with `images` FOLDER (its image paths are relative to that folder)")
     if questions is not None and question is not None:
-        raise UserError("give one of --question (every image) or --questions FILE (a question per row)")
+        raise UserError("give one of `question` (every image) or `questions` FILE (a question per row)")
     if options.series_frames != 1 and (images is None or questions is not None):
-        raise UserError("--series-frames goes with --images FOLDER (its DICOM series and NIfTI volumes), without --questions "
-                        "(whose rows name single image files)")
+        raise UserError("`series_frames` goes with `images` FOLDER (its DICOM series and NIfTI volumes), without "
+                        "`questions` (whose rows name single image files)")
     rank, world = process_shard()
     source = resolve_source(str(source_text))  # cheap: a wrong path fails before the data is read
     _check_layout(out, world)
@@ -511,17 +414,17 @@ def infer(source_text: str, out: str | Path, data: str | Path | None = None, spl
     skipped: list[dict] = []
     if options.skip_bad:
         if images is None:
-            raise UserError("--skip-bad goes with --images (a DATA_DIR's images were checked by prepare)")
+            raise UserError("`skip_bad` goes with `images` (a DATA_DIR's images were checked by prepare)")
         samples, skipped = drop_unreadable(samples, root, options.num_workers)
         for entry in skipped if rank == 0 else []:
             console.print(f"skipped {entry['id']}: {entry['reason']}", highlight=False, markup=False)
     if not samples:
         raise UserError(f"{data or images}: nothing to answer" + (f" in split {split!r}" if data is not None else "")
-                        + (f" (--skip-bad skipped all {len(skipped)} images)" if skipped else ""))
+                        + (f" (`skip_bad` skipped all {len(skipped)} images)" if skipped else ""))
     if options.limit is not None:
         samples = subsample(samples, options.limit, options.limit_seed)
     # who is shown which image, from every sample: the same in each process of a data-parallel run
-    options.prompting = options.prompting.with_ablation(samples)
+    options.prompting = Prompting.of(options.prompting).with_ablation(samples)
     _use_local_device(world)
     recipe, bundle = load_source(source, trust_remote_code=options.trust_remote_code)
     options.apply(recipe)

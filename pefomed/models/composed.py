@@ -17,8 +17,10 @@ processor (chat template, placeholder expansion, save/load through AutoProcessor
 from __future__ import annotations
 
 import inspect
+from typing import Optional
 
 import torch
+from pydantic import Field, model_validator
 from torch import nn
 from transformers import AutoConfig, AutoProcessor, GenerationMixin, PreTrainedConfig, PreTrainedModel
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
@@ -35,8 +37,43 @@ from transformers.tokenization_utils_base import AddedToken
 from pefomed.errors import UserError
 from pefomed.models.bundle import ModelBundle, attention_kwargs, is_partitioned, torch_dtype
 from pefomed.models.kinds import ModelKind, register
+from pefomed.recipe import MAX_IMAGE_SIDE, RecipeSection
 
 MODEL_TYPE = "pefomed_composed"
+
+
+class ComposedConfig(RecipeSection):
+    """The PeFoMed / MiniGPT-v2 architecture assembled from parts (recipe section model.composed, kind=composed)."""
+
+    vision_name_or_path: Optional[str] = Field(None, min_length=1,
+                                               description="a transformers vision encoder (CLIP, SigLIP, EVA-style ViT)")
+    llm_name_or_path: Optional[str] = Field(None, min_length=1, description="any transformers causal LM")
+    # must divide the image's patch count (checked when the encoder is known); 4096 only stops a
+    # typo (it is already a 64 x 64 grid merged into one token)
+    merge_tokens: int = Field(4, gt=0, le=4096, description="adjacent visual tokens concatenated (4 in PeFoMed)")
+    # no range here: negative indices count from the end, and the encoder's depth is known only
+    # once it loads
+    vision_feature_layer: Optional[int] = Field(
+        None, description="hidden-state index to take patch tokens from; None = the encoder's final output "
+                          "(for BLIP-2's EVA ViT-g that includes the final LayerNorm, MiniGPT-v2's ln_vision)")
+    image_size: Optional[int] = Field(None, gt=0, le=MAX_IMAGE_SIDE,
+                                      description="resize images to this square size (448 in PeFoMed); "
+                                                  "None = the image processor's own size")
+    image_token: str = Field("<ImageHere>", min_length=1, description="placeholder expanded into the image's tokens")
+    image_prompt: str = Field("<Img><ImageHere></Img>", description="text put in the prompt for each image")
+    prompt_template: str = Field("[INST] {content} [/INST]",
+                                 description="one user turn; {content} = image prompts then the instruction")
+
+    @model_validator(mode="after")
+    def _placeholders_are_there(self):
+        # the same rules the processor applies when it is built (pefomed.models.composed), checked
+        # when the recipe loads instead of after the vision encoder and the LLM have loaded
+        if self.image_token not in self.image_prompt:
+            raise ValueError(f"model.composed.image_prompt {self.image_prompt!r} must contain "
+                             f"model.composed.image_token {self.image_token!r}")
+        if "{content}" not in self.prompt_template:
+            raise ValueError(f"model.composed.prompt_template {self.prompt_template!r} must contain {{content}}")
+        return self
 
 
 def _as_pair(value) -> tuple[int, int]:
@@ -470,6 +507,9 @@ def _check(section) -> None:
 
 COMPOSED = register(ModelKind(
     name="composed", check=_check,
+    keys={"composed": (ComposedConfig, Field(default_factory=ComposedConfig, description="the vision encoder and "
+                                                                                         "LLM to assemble, and how "
+                                                                                         "(kind=composed)"))},
     materialize=lambda section, run_dir: "composed",  # assembled from model.composed.* at load time
     load=lambda source, section, precision="fp32": load_composed(section, precision),
     describe=lambda section: (f"pefomed's composed model: vision {section.composed.vision_name_or_path!r} + "

@@ -5,6 +5,9 @@ Idefics3/SmolVLM, PaliGemma, ..."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
+
+from pydantic import Field
 
 from pefomed.errors import UserError
 from pefomed.models.bundle import (ModelBundle, attention_error, attention_kwargs, import_submodel_classes, looks_local,
@@ -62,4 +65,6 @@ def load_pretrained(source: str, section: ModelSection, precision: str = "fp32")
 
 
 HF = register(ModelKind(name="hf", check=_check, materialize=_materialize, load=load_pretrained,
+                        keys={"name_or_path": (Optional[str], Field(None, min_length=1,
+                                                                    description="hub id or local folder (kind=hf)"))},
                         describe=lambda section: f"`{section.name_or_path}`"))

@@ -7,19 +7,23 @@
 | composed | pefomed.models.composed | a vision encoder + a causal LM assembled PeFoMed-style |
 
 Each kind answers the same five questions (check, materialize, load, describe, ships_base), so
-train, infer and export never branch on a kind's name. Like peft's `register_peft_method` and
-pefomed's own dataset-format registry: adding a kind is one new module, no edit elsewhere
-(pefomed.models.loader imports the kind modules so they register).
+train, infer and export never branch on a kind's name, and declares the recipe keys it adds to
+the model section (`keys`: model.tiny, model.name_or_path, model.composed), so the recipe never
+names a kind either. Like peft's `register_peft_method` and pefomed's own dataset-format
+registry: adding a kind is one new module that calls `register`, plus its line under the entry
+points `pefomed.model_kinds` in pyproject.toml (a kind in another package declares the same entry
+point in its own pyproject.toml: no edit to pefomed). pefomed.recipe loads those entry points the
+first time it needs the kinds (tests/models/test_kind_plugin.py adds a kind that way).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from pefomed.errors import UserError
-from pefomed.recipe import ModelSection
+from pefomed.recipe import ModelSection, model_kinds, register_kind_keys
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,9 @@ class ModelKind:
     describe: Callable[[ModelSection], str]
     # the base weights exist nowhere but in RUN_DIR, so an adapter export must carry them
     ships_base: bool = False
+    # the keys this kind adds to the recipe's model section: {key: (annotation, default or
+    # pydantic.Field(...))}, e.g. {"tiny": (TinyConfig, Field(default_factory=TinyConfig))}
+    keys: dict[str, tuple[Any, Any]] = field(default_factory=dict)
 
 
 KINDS: dict[str, ModelKind] = {}
@@ -43,11 +50,13 @@ KINDS: dict[str, ModelKind] = {}
 def register(kind: ModelKind) -> ModelKind:
     if kind.name in KINDS:
         raise ValueError(f"model kind {kind.name!r} registered twice")
+    register_kind_keys(kind.name, kind.keys)
     KINDS[kind.name] = kind
     return kind
 
 
 def kind_of(section: ModelSection) -> ModelKind:
+    model_kinds()  # every installed kind registered (a no-op once any recipe has loaded)
     try:
         return KINDS[section.kind]
     except KeyError:

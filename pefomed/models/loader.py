@@ -1,6 +1,6 @@
 """Load the base model and processor a recipe names, whatever its kind (pefomed.models.kinds).
 
-Importing this module registers every built-in kind; callers never branch on `model.kind`.
+Importing this module registers every installed kind; callers never branch on `model.kind`.
 
 Host memory: every kind loads through transformers' `from_pretrained(dtype=...)`, which builds the
 model on the meta device in the requested dtype and fills it from the checkpoint, so a bf16 run of
@@ -15,13 +15,14 @@ from __future__ import annotations
 from contextlib import contextmanager
 from pathlib import Path
 
-# Each kind's module registers it on import (the only reason for these imports).
-from pefomed.models import composed as _composed  # noqa: F401
-from pefomed.models import hf as _hf  # noqa: F401
-from pefomed.models import tiny as _tiny  # noqa: F401
 from pefomed.models.bundle import ModelBundle, is_partitioned, quiet_transformers, torch_dtype  # noqa: F401 (re-exported)
 from pefomed.models.kinds import kind_of
-from pefomed.recipe import ModelSection
+from pefomed.recipe import ModelSection, model_kinds
+
+# Each kind's module registers it on import: pyproject.toml lists them (entry points
+# pefomed.model_kinds), and this loads them all, so a saved composed model's config class is
+# known to transformers before anything loads.
+model_kinds()
 
 
 def check_model_source(section: ModelSection) -> None:

@@ -176,7 +176,7 @@ def _check_recipe(recipe: Recipe) -> None:
 
 def _check_out(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"--out {out}: exists and is not an empty folder; choose a new RUN_DIR")
+        raise UserError(f"`out` {out}: exists and is not an empty folder; choose a new RUN_DIR")
 
 
 def import_released(checkpoint: str | Path, recipe: Recipe, out: str | Path, precision: str = "fp32") -> Path:
@@ -193,7 +193,7 @@ def import_released(checkpoint: str | Path, recipe: Recipe, out: str | Path, pre
 
     checkpoint, out = Path(checkpoint), Path(out)
     if precision not in ("fp32", "bf16", "fp16"):
-        raise UserError(f"--precision {precision!r}: choose fp32, bf16 or fp16")
+        raise UserError(f"`precision` {precision!r}: choose fp32, bf16 or fp16")
     _check_recipe(recipe)
     _check_out(out)
     state, config = read_released(checkpoint)

@@ -31,6 +31,7 @@ from pefomed.io import atomic_folder, folder_in_place, old_name, recover_folder
 from pefomed.models.bundle import ModelBundle, import_peft, is_partitioned
 from pefomed.models.loader import load_base, materialize_base
 from pefomed.models.peft_methods import quantize_base
+from pefomed.options import command_line
 from pefomed.recipe import Recipe, load_recipe
 
 RECIPE_FILE = "recipe.yaml"
@@ -72,7 +73,7 @@ def exclusive(run_dir: Path):
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             raise UserError(f"{run_dir}: another `pefomed train` is writing this run ({holder}); wait for it to "
-                            f"finish or choose another --out") from None
+                            f"finish or choose another `out`") from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()}\n")
@@ -149,11 +150,12 @@ def open_run(path: str | Path) -> Run:
             raise UserError(f"{path}: no trained weights in the best/ folder (did periodic evaluation run?)")
         return Run(path.parent, weights)
     if not (path / RECIPE_FILE).is_file():
-        raise UserError(f"{path}: not a run folder (no {RECIPE_FILE}); pass the --out folder of `pefomed train`")
+        raise UserError(f"{path}: not a run folder (no {RECIPE_FILE}); pass the RUN_DIR written by "
+                        f"{command_line('train', out='RUN_DIR')}")
     weights = TrainedWeights.of_run(path)
     if weights is None:
         raise UserError(f"{path}: the run has no trained weights yet (training did not finish?); "
-                        f"continue it with `pefomed train --resume {path}`")
+                        f"continue it with {command_line('train', resume=path)}")
     return Run(path, weights)
 
 
@@ -166,7 +168,7 @@ def check_remote_code(recipe: Recipe, where: Path, trust_remote_code: bool) -> N
     a RUN_DIR's recipe (which anyone could have written) cannot switch it on by itself."""
     if recipe.model.trust_remote_code and not trust_remote_code:
         raise UserError(f"{where}: the recipe sets model.trust_remote_code, which would run Python code shipped "
-                        f"with the model", hint="pass --trust-remote-code if you trust that code")
+                        f"with the model", hint="pass `trust_remote_code` if you trust that code")
 
 
 def load_processor(run: Run, bundle: ModelBundle):

@@ -23,6 +23,7 @@ from pefomed.errors import UserError
 from pefomed.models.bundle import ModelBundle, looks_local
 from pefomed.models.loader import check_model_source, load_base, materialize_base
 from pefomed.models.run_dir import check_remote_code, is_run_dir, load_run, open_run
+from pefomed.options import command_line
 from pefomed.recipe import ModelSection, Recipe, builtin_recipe_exists, load_recipe
 
 KINDS = ("run", "model", "recipe")
@@ -48,7 +49,8 @@ def resolve_source(text: str) -> ModelSource:
         if (path / "config.json").is_file():
             return ModelSource("model", text)
         raise UserError(f"{text}: not a run folder (no recipe.yaml) nor a model folder (no config.json)",
-                        hint="pass the --out folder of `pefomed train`, or a folder holding a model's config.json")
+                        hint=f"pass the RUN_DIR written by {command_line('train', out='RUN_DIR')}, or a folder "
+                             "holding a model's config.json")
     if path.is_file() and path.suffix.lower() in (".yaml", ".yml"):
         return ModelSource("recipe", text)
     if path.suffix == "" and builtin_recipe_exists(text):
@@ -56,8 +58,8 @@ def resolve_source(text: str) -> ModelSource:
     if not looks_local(text):
         return ModelSource("model", text)  # org/name: a hub id
     raise UserError(f"{text}: no such RUN_DIR, model folder, recipe file or built-in recipe",
-                    hint="give the --out folder of `pefomed train`, a local model folder, an org/name hub id, "
-                         "or a recipe")
+                    hint=f"give the RUN_DIR written by {command_line('train', out='RUN_DIR')}, a local model "
+                         "folder, an org/name hub id, or a recipe")
 
 
 def _device() -> str | None:

@@ -9,13 +9,72 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from pydantic import Field, model_validator
+
 from pefomed.models.bundle import quiet_transformers
 from pefomed.models.kinds import ModelKind, register
-from pefomed.recipe import ModelSection, TinyConfig
+from pefomed.recipe import MAX_IMAGE_SIDE, SEED_MAX, ModelSection, RecipeSection
 
 IMAGE_TOKEN = "<image>"
 LM_HEAD_STD = 0.3
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", IMAGE_TOKEN]
+
+# 256 byte-level symbols + SPECIAL_TOKENS (5): the tokenizer's size before any merge
+TINY_MIN_VOCAB = 256 + len(SPECIAL_TOKENS)
+# Image tokens of one image: the vision attention is quadratic in them, and each is one LLM
+# position (data.max_length is 1024 by default); 4096 is the tiny model's 64 x 64 patch grid.
+TINY_MAX_PATCHES = 4096
+
+
+class TinyConfig(RecipeSection):
+    """Sizes of the built-in tiny LLaVA (vision CLIP + Llama), built deterministically in code
+    (recipe section model.tiny)."""
+
+    # A patch grid that does not divide the image is fine (CLIP's convolution and the processor
+    # both floor image_size / patch_size); a patch larger than the image leaves no patch at all.
+    image_size: int = Field(32, gt=0, le=MAX_IMAGE_SIDE, description="pixels on a side the processor resizes and "
+                                                                      "crops every image to")
+    # 64 image tokens: small patches keep a small bright finding inside whole patches
+    patch_size: int = Field(4, gt=0, le=MAX_IMAGE_SIDE, description="pixels on a side of one vision patch; each "
+                                                                     "patch is one image token of the LLM")
+    # widths and depths: the tiny model is built in fp32 on the host; 4096 wide x 64 layers is
+    # already a 13B-parameter model, no longer "tiny" and past most hosts' memory
+    vision_hidden: int = Field(64, gt=0, le=4096, description="width of the CLIP vision tower (its MLP is twice "
+                                                               "as wide)")
+    # 0 layers: the tower has no hidden state to take features from
+    vision_layers: int = Field(2, gt=0, le=64, description="transformer layers of the vision tower")
+    text_hidden: int = Field(64, gt=0, le=4096, description="width of the Llama LLM (its MLP is three times as wide)")
+    # 0 layers: no q_proj/v_proj for LoRA to adapt
+    text_layers: int = Field(2, gt=0, le=64, description="transformer layers of the LLM")
+    heads: int = Field(4, gt=0, le=4096, description="attention heads of both towers: divides both widths, and "
+                                                     "text_hidden / heads is even")
+    # The byte-level BPE has 256 byte symbols and 5 special tokens before any merge: a smaller
+    # vocab_size is silently that size. The bundled corpus yields about 3,800 tokens, so a larger
+    # value gives those; 65,536 only stops a typo (the trainer overflows on huge values).
+    vocab_size: int = Field(512, ge=TINY_MIN_VOCAB, le=65536, description="tokens of the byte-level BPE trained "
+                                                                          "on the bundled corpus (at most ~3,800 "
+                                                                          "are learnt from it)")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="torch.manual_seed of the build: the same seed, the same "
+                                                        "weights")
+
+    @model_validator(mode="after")
+    def _sizes_fit_together(self):
+        for width in ("vision_hidden", "text_hidden"):
+            if getattr(self, width) % self.heads:
+                raise ValueError(f"model.tiny.heads={self.heads} must divide model.tiny.{width} "
+                                 f"({getattr(self, width)}): each attention head takes an equal share of the width")
+        if (self.text_hidden // self.heads) % 2:
+            # Llama's rotary position embedding rotates pairs of dimensions of each head
+            raise ValueError(f"model.tiny.text_hidden / model.tiny.heads = {self.text_hidden // self.heads} must be "
+                             f"even (rotary position embeddings rotate pairs of each head's dimensions)")
+        if self.patch_size > self.image_size:
+            raise ValueError(f"model.tiny.patch_size={self.patch_size} is larger than model.tiny.image_size="
+                             f"{self.image_size}: the image would have no patch")
+        patches = (self.image_size // self.patch_size) ** 2
+        if patches > TINY_MAX_PATCHES:
+            raise ValueError(f"model.tiny.image_size={self.image_size} with patch_size={self.patch_size} gives "
+                             f"{patches:,} image tokens per image, over {TINY_MAX_PATCHES:,} (a 64 x 64 grid)")
+        return self
 
 # A plain USER/ASSISTANT template in the LLaVA-1.5 style; one <image> per image in the message.
 CHAT_TEMPLATE = (
@@ -110,6 +169,8 @@ def _load(source: str, section: ModelSection, precision: str = "fp32"):
 
 
 TINY = register(ModelKind(name="tiny", check=lambda section: None, materialize=_materialize, load=_load,
+                          keys={"tiny": (TinyConfig, Field(default_factory=TinyConfig,
+                                                           description="sizes of the built-in tiny LLaVA (kind=tiny)"))},
                           describe=lambda section: f"the built-in tiny LLaVA of pefomed (model.tiny: "
                                                    f"{section.tiny.model_dump()})",
                           ships_base=True))

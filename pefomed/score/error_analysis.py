@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pefomed.metrics import vqa
+from pefomed.options import flag_of
 from pefomed.score.vqa_section import GROUP_KEYS
 
 WRONG, RIGHT = 5, 3  # rows sampled per group
@@ -155,7 +156,8 @@ def image_root(pred: Path, settings: dict | None) -> tuple[Path, str]:
     if isinstance(inputs.get("images"), str):
         folder = Path(inputs["images"])
         # --images may name one file: its paths are then relative to that file's folder
-        return (folder.parent if folder.is_file() else folder), "the --images folder named in PRED.settings.json"
+        return ((folder.parent if folder.is_file() else folder),
+                f"the {flag_of('infer', 'images')} folder named in PRED.settings.json")
     return pred.resolve().parent, "the predictions file's folder (no PRED.settings.json names a DATA_DIR)"
 
 
@@ -308,7 +310,8 @@ def report_extras(paths: list[Path], all_rows: list[list], compare_paths: list[P
     settings, why = read_pred_settings(pred)
     data_dir = data_dir_of(settings)
     if data_dir is None and why is None:
-        why = f"{pred.name} was not answered from a DATA_DIR (inputs: --images), so there is no training split"
+        why = (f"{pred.name} was not answered from a DATA_DIR (inputs: {flag_of('infer', 'images')}), so there is "
+               "no training split")
     root, how = image_root(pred, settings)
     thumbs: dict = {}
     scorer = _Scores(opts.vqa_convention)

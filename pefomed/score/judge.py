@@ -136,7 +136,7 @@ def http_judge(url: str, model: str, key_env: str | None, cache_dir: Path, timeo
     if key_env:
         key = os.environ.get(key_env)
         if not key:
-            raise UserError(f"--judge-key-env {key_env}: the environment variable is not set")
+            raise UserError(f"`judge_key_env` {key_env}: the environment variable is not set")
         headers["Authorization"] = f"Bearer {key}"
     endpoint = url.rstrip("/") + ("" if url.rstrip("/").endswith("/chat/completions") else "/chat/completions")
 
@@ -186,7 +186,7 @@ def local_judge(path: str, cache_dir: Path, max_tokens: int = 16) -> Judge:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if not Path(path).is_dir():
-        raise UserError(f"--judge-local {path}: not a folder with a causal LM")
+        raise UserError(f"`judge_local` {path}: not a folder with a causal LM")
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path)
     model.eval()
@@ -210,7 +210,7 @@ def local_judge(path: str, cache_dir: Path, max_tokens: int = 16) -> Judge:
 def protocol_of(opts: Any) -> Protocol:
     name = getattr(opts, "judge_protocol", None) or "pefomed"
     if name not in PROTOCOLS:
-        raise UserError(f"--judge-protocol must be one of {', '.join(PROTOCOLS)}, got {name!r}")
+        raise UserError(f"`judge_protocol` must be one of {', '.join(PROTOCOLS)}, got {name!r}")
     return PROTOCOLS[name]
 
 
@@ -220,7 +220,7 @@ def make_judge(opts: Any) -> Judge:
     if opts.judge_local:
         return local_judge(opts.judge_local, cache, max_tokens)
     if not opts.judge_model:
-        raise UserError("--judge-url needs --judge-model")
+        raise UserError("`judge_url` needs `judge_model`")
     return http_judge(opts.judge_url, opts.judge_model, opts.judge_key_env, cache, max_tokens=max_tokens)
 
 

@@ -11,8 +11,10 @@ import math
 from pathlib import Path
 
 from pefomed.io import atomic_write
+from pefomed.options import flag_of
 
-SECTIONS = ("vqa", "report", "clinical", "chexbert", "radgraph", "bertscore", "semantic", "judge")  # METRICS.json sections, in report order
+SECTIONS = ("vqa", "report", "clinical", "chexbert", "radgraph", "bertscore", "ratescore", "green", "semantic",
+            "judge")  # METRICS.json sections, in report order
 
 
 def _f(x) -> str:
@@ -377,7 +379,8 @@ def _errors_html(errors: dict) -> list[str]:
                 f"{_e(errors.get('right'))} right rows per group. Images are resolved against {_e(errors.get('image_root_from'))}: "
                 f"<code>{_e(errors.get('image_root'))}</code>.</p>")
     if errors.get("reports_without_clinical"):
-        body.append('<p class="note">Reports get no error analysis: it groups them by finding, and clinical labelling is off (--no-clinical).</p>')
+        body.append('<p class="note">Reports get no error analysis: it groups them by finding, and clinical labelling is off '
+                    f"({flag_of('score', 'clinical')}, on by default, was switched off).</p>")
     if not sections:
         body.append('<p class="muted">Nothing to show.</p>')
     for sec in sections:

@@ -38,7 +38,7 @@ def read_rows(path: str | os.PathLike, task: str | None = None) -> list[Row]:
     """
     path = Path(path)
     if task is not None and task not in TASKS:
-        raise UserError(f"--task must be one of {TASKS}, got {task!r}")
+        raise UserError(f"`task` must be one of {TASKS}, got {task!r}")
     rows: list[Row] = []
     seen: dict[str, int] = {}
     for lineno, raw in iter_predictions(path):
@@ -58,9 +58,9 @@ def read_rows(path: str | os.PathLike, task: str | None = None) -> list[Row]:
             raise UserError(f"{where}: task must be one of {TASKS}, got {short(row_task, 60)}")
         if task is not None and row_task is not None and row_task != task:
             other = "report-generation" if row_task == "report" else "VQA"
-            raise UserError(f"{where}: id {short(row_id, 80)} is a {other} row (task={row_task!r}) but --task {task} "
+            raise UserError(f"{where}: id {short(row_id, 80)} is a {other} row (task={row_task!r}) but `task` {task} "
                             f"asks for {'VQA' if task == 'vqa' else 'report-generation'} metrics",
-                            hint=f"score it with --task {row_task}, or leave --task out to score each row by its own task")
+                            hint=f"score it with `task` {row_task}, or leave `task` out to score each row by its own task")
         answer_type = raw.get("answer_type")
         if answer_type is not None and answer_type not in ANSWER_TYPES:
             raise UserError(f"{where}: answer_type must be one of {ANSWER_TYPES}, got {short(answer_type, 60)}")

@@ -5,159 +5,22 @@ percentile bootstrap otherwise; resampling images, studies or patients by defaul
 carries many questions). `compare`: a paired comparison on the same ids, optionally with several
 training seeds per side. Several files (seeds of one setting): mean +- std across runs.
 
-ScoreOptions is the one declaration of the scoring options: each field carries its help text,
-allowed values and checks, and cli/score.py turns the fields into command-line options one to one.
+The options are declared once, in pefomed.options.score (ScoreOptions: the settings; ScoreCommand:
+the command with its files); cli/ generates the command's flags from them.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import statistics
 from collections import Counter
-from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pefomed.errors import UserError
-from pefomed.io import short
+from pefomed.options import flag_of
+from pefomed.options.score import MAX_BOOTSTRAP, PROPORTION_INTERVALS, RESAMPLE_UNITS, ScoreOptions  # noqa: F401 (re-exported)
 from pefomed.score.report import SECTIONS
-
-RESAMPLE_UNITS = ("sample", "image", "study", "patient")
-MAX_BOOTSTRAP = 1_000_000
-PROPORTION_INTERVALS = ("wilson", "clopper-pearson", "bootstrap")
-
-
-def _vqa_conventions() -> tuple[str, ...]:
-    # resolved when validating, so that declaring the CLI does not import the scorers (and numpy)
-    from pefomed.metrics.vqa import CONVENTIONS
-
-    return tuple(CONVENTIONS)
-
-
-def _option(default: Any, help: str, *, choices: tuple | Callable[[], tuple] | None = None, check: tuple | None = None,
-            cli: bool = True) -> Any:
-    """A ScoreOptions field: its default, the help text the CLI shows, the allowed values or a
-    (predicate, requirement) check (or a tuple of them, each its own message), and whether it is
-    a command-line option."""
-    return field(default=default, metadata={"help": help, "choices": choices, "check": check, "cli": cli})
-
-
-_NON_EMPTY = (lambda v: bool(str(v).strip()), "a non-empty text")
-
-
-@dataclass
-class ScoreOptions:
-    task: str | None = _option(None, "Force vqa or report metrics; rows of the other task are an error.",
-                               choices=("vqa", "report"))
-    vqa_convention: str = _option("exact", "VQA accuracy convention: exact (pefomed's), pefomed-paper (the paper's released scorer), llava-med or "
-                                  "llava-med-run-eval (LLaVA-Med's scripts); see docs/metrics.md.",
-                                  choices=_vqa_conventions)
-    tokenizer: str = _option("ptb", "Report metrics tokenization: ptb (pycocoevalcap's) or whitespace.",
-                             choices=("ptb", "whitespace"))
-    meteor: bool = _option(True, "METEOR 1.5 via pycocoevalcap's jar (needs Java).")
-    clinical: bool = _option(True, "CheXpert-style clinical efficacy on reports.")
-    uncertain: str = _option("negative", "Clinical: uncertain mentions count as negative (default, R2Gen's "
-                             "protocol), positive, or are ignored.", choices=("negative", "positive", "ignore"))
-    semantic: bool = _option(False, "Sentence-embedding cosine similarity (extra 'semantic').")
-    # model-based report metrics (extra 'radeval', pefomed.score.report_models): local weights only
-    # unless report_models_online; the rule-based `clinical` labeler stays the offline default
-    chexbert: bool = _option(False, "F1-CheXbert (extra 'radeval'): CheXbert labels of both reports; P/R/F1 "
-                             "micro, macro, weighted and samples over 14 and 5 classes, per class, 5-class "
-                             "accuracy. Needs chexbert.pth and bert-base-uncased locally.")
-    radgraph: str | None = _option(None, "RadGraph F1 (extra 'radeval') with this RadGraph model: simple, partial "
-                                   "and complete reward levels. Needs its extracted model folder locally.",
-                                   choices=("radgraph", "radgraph-xl", "modern-radgraph-xl", "echograph"))
-    bertscore: str | None = _option(None, "BERTScore (extra 'radeval') with this model: a local folder or a "
-                                    "hub id in the local Hugging Face cache (RadEval's default: distilbert-base-uncased).",
-                                    check=_NON_EMPTY)
-    bertscore_layers: int | None = _option(None, "BERTScore: the hidden layer compared (default: 5 for "
-                                           "distilbert-base-uncased; needed for any other model).",
-                                           check=(lambda v: v >= 1, ">= 1"))
-    report_models_dir: str | None = _option(None, "Folder holding chexbert.pth and the RadGraph model folders "
-                                            "(default: f1chexbert's and radgraph's own caches).", check=_NON_EMPTY)
-    report_models_online: bool = _option(False, "Let F1-CheXbert, RadGraph and BERTScore download missing "
-                                         "weights from the Hugging Face hub (default: never; local files only).")
-    # the judge's texts: given, each is non-empty (an empty --judge-url would switch the judge off
-    # without a word; an empty --judge-cache would cache in the current folder)
-    judge_url: str | None = _option(None, "OpenAI-compatible base URL for the LLM judge.", check=_NON_EMPTY)
-    judge_model: str | None = _option(None, "Judge model name at --judge-url.", check=_NON_EMPTY)
-    judge_key_env: str | None = _option(None, "Env var holding the judge API key, e.g. OPENAI_API_KEY.",
-                                        check=_NON_EMPTY)
-    judge_local: str | None = _option(None, "Local transformers causal LM folder as judge.", check=_NON_EMPTY)
-    judge_cache: str | None = _option(None, "Judge reply cache folder (default ~/.cache/pefomed/judge).",
-                                      check=_NON_EMPTY)
-    judge_protocol: str = _option("pefomed", "Judge prompts: pefomed (ours) or pefomed-paper (PeFoMed's released "
-                                  "gpt_eval prompts, verbatim).", choices=("pefomed", "pefomed-paper"))
-    # at most MAX_BOOTSTRAP: the resamples are held as index arrays (10^6 x the rows is already
-    # gigabytes for a test set of a few hundred), and past 10^4 the interval's Monte Carlo error is
-    # far below the sampling error it estimates
-    bootstrap: int = _option(1000, "Bootstrap resamples (0 = no bootstrap: accuracies keep their proportion "
-                             "interval, comparisons get a verdict only from exact McNemar where it applies).",
-                             check=((lambda v: v >= 0, ">= 0"), (lambda v: v <= MAX_BOOTSTRAP, f"<= {MAX_BOOTSTRAP:,}")))
-    seed: int = _option(0, "Bootstrap seed (0 or more).", check=(lambda v: 0 <= v < 2**63, "0 or more"))
-    alpha: float = _option(0.05, "Significance level: (1 - alpha) intervals, verdicts at p < alpha.",
-                           check=(lambda v: 0 < v < 1, "in (0, 1)"))
-    resample_unit: str = _option("image", "What the bootstrap and paired tests resample: sample (each question/"
-                                 "report), image (first image path; default), study (meta study_id, else image), "
-                                 "patient (meta patient_id or subject_id, else study, else image).",
-                                 choices=RESAMPLE_UNITS)
-    proportion_interval: str = _option("wilson", "Interval reported for 0/1 accuracies: wilson, clopper-pearson "
-                                       "(both at the cluster-adjusted effective n) or bootstrap (percentile).",
-                                       choices=PROPORTION_INTERVALS)
-    progress: bool = _option(False, "Show progress bars.", cli=False)
-
-    @staticmethod
-    def flag(name: str) -> str:
-        return "--" + name.replace("_", "-")
-
-    @classmethod
-    def from_kwargs(cls, options: dict[str, Any]) -> "ScoreOptions":
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(options) - set(known))
-        if unknown:
-            raise TypeError(f"unknown score option(s): {', '.join(unknown)}; known: {', '.join(known)}")
-        opts = cls(**options)
-        opts.validate()
-        return opts
-
-    def validate(self) -> None:
-        """Check every option against its declaration; errors name the option key and its flag."""
-        for f in fields(self):
-            self.check_value(f.name, getattr(self, f.name))
-
-    @classmethod
-    def check_value(cls, name: str, value: Any) -> None:
-        """One option's value against its declaration (type, choices, range): what `validate`
-        applies to each field, and what `pefomed study` applies to the score settings its cells
-        pass to `pefomed score`, so a study is refused by the very rule the command would apply."""
-        import typing
-
-        f = next((f for f in fields(cls) if f.name == name), None)
-        if f is None:
-            raise TypeError(f"unknown score option: {name}")
-        meta = f.metadata
-        label = f"option {f.name} ({cls.flag(f.name)})" if meta["cli"] else f"option {f.name}"
-        kind = typing.get_type_hints(cls)[f.name]
-        base = [t for t in typing.get_args(kind) if t is not type(None)] or [kind]
-        if value is None:
-            if type(None) not in typing.get_args(kind):
-                raise UserError(f"{label} needs a value")
-            return
-        ok = (isinstance(value, bool) if base[0] is bool else
-              isinstance(value, int) and not isinstance(value, bool) if base[0] is int else
-              isinstance(value, (int, float)) and not isinstance(value, bool) if base[0] is float else
-              isinstance(value, (str, os.PathLike)) if base[0] is str and not meta["choices"] else
-              isinstance(value, base[0]))
-        if not ok:
-            raise UserError(f"{label} must be {base[0].__name__}, got {value!r}")
-        choices = meta["choices"]() if callable(meta["choices"]) else meta["choices"]
-        if choices and value not in choices:
-            raise UserError(f"{label} must be one of {', '.join(choices)}; got {value!r}")
-        checks = meta["check"] or ()
-        for predicate, requirement in ([checks] if checks and callable(checks[0]) else checks):
-            if not predicate(value):
-                raise UserError(f"{label} must be {requirement}, got {short(value, 80)}")
 
 
 def metric_name_problem(metric: str) -> str | None:
@@ -183,6 +46,8 @@ def metric_name_problem(metric: str) -> str | None:
                      *(f"{m}/{c}" for m in ("precision", "recall", "f1") for c in CHEXBERT_CLASSES), "accuracy/5"},
         "radgraph": {"f1_simple", "f1_partial", "f1_complete"},
         "bertscore": {"f1"},
+        "ratescore": {"ratescore"},
+        "green": {"green"},
         "judge": {"vqa_correct", "report_likert", "report_likert/4"},
     }
     if section not in fixed:
@@ -239,6 +104,15 @@ def _start_specs(rows: list, opts: ScoreOptions, groups: list | None = None):
                 specs += rm.radgraph_metrics(rows, opts.radgraph, folder, online, notes=notes)
             if opts.bertscore:
                 specs += rm.bertscore_metrics(rows, opts.bertscore, opts.bertscore_layers, online, notes=notes)
+        if opts.ratescore or opts.green:
+            from pefomed.score import ratescore_green as rg
+
+            if opts.ratescore:
+                specs += rg.ratescore_metrics(rows, opts.ratescore_ner_model, opts.ratescore_embedding_model,
+                                              opts.report_models_online, notes=notes)
+            if opts.green:
+                specs += rg.green_metrics(rows, opts.green, opts.green_batch_size, opts.green_max_length,
+                                          opts.report_models_online, notes=notes)
     if opts.judge_url or opts.judge_local:
         from pefomed.score.judge import judge_metrics
 
@@ -385,17 +259,17 @@ def _align(files: list[tuple[Path, list]], unit: str) -> tuple[list[list], list]
 
             def show(ids):
                 return ", ".join(ids[:20]) + (f" ... ({len(ids)} in all)" if len(ids) > 20 else "")
-            raise UserError(f"--compare needs the same ids in all files: only in {path0}: {show(only_a) or 'none'}; "
+            raise UserError(f"`compare` needs the same ids in all files: only in {path0}: {show(only_a) or 'none'}; "
                             f"only in {path}: {show(only_b) or 'none'}")
         rows = sorted(rows, key=lambda r: order[r.id])
         keys, _ = cluster_keys(rows, row_images(path, rows), unit)
         for a, b, fa, kb in zip(rows0, rows, fields0, keys):
             if a.reference != b.reference:
-                raise UserError(f"--compare: id {a.id!r} has different references in {path0}:{a.line} and {path}:{b.line}")
+                raise UserError(f"`compare`: id {a.id!r} has different references in {path0}:{a.line} and {path}:{b.line}")
             fb = _agreement_fields(b, kb)
             for name, value in fa.items():
                 if fb[name] != value:
-                    raise UserError(f"--compare: id {a.id!r} has {name} {value!r} in {path0}:{a.line} but "
+                    raise UserError(f"`compare`: id {a.id!r} has {name} {value!r} in {path0}:{a.line} but "
                                     f"{fb[name]!r} in {path}:{b.line}; subgroups and resampling units must agree")
         aligned.append(rows)
     return aligned, keys0
@@ -480,7 +354,7 @@ def _interval_text(opts: ScoreOptions, resampling: dict[str, Any], multi: bool) 
     over = "questions/reports" if unit == "sample" else f"{unit}s ({resampling['clusters']} clusters of up to " \
                                                         f"{resampling['largest_cluster']} rows)"
     boot = (f"{level} percentile bootstrap, {opts.bootstrap} resamples of {over}, seed {opts.seed}"
-            if opts.bootstrap else "none (--bootstrap 0)")
+            if opts.bootstrap else f"none ({flag_of('score', 'bootstrap')} 0)")
     if opts.proportion_interval == "bootstrap":
         prop = "the percentile bootstrap, as other metrics"
     else:
@@ -600,12 +474,12 @@ def _tests_text(opts: ScoreOptions, seeds: dict[str, int]) -> str:
     if seeds["a"] > 1 or seeds["b"] > 1:
         how = (f"paired bootstrap over {unit}s and seeds: each resample draws test {unit}s and, on each side, "
                "training seeds with replacement, and averages the metric over the drawn seeds")
-        return how if opts.bootstrap else "no verdicts: --bootstrap 0 and several seeds per side"
+        return how if opts.bootstrap else f"no verdicts: {flag_of('score', 'bootstrap')} 0 and several seeds per side"
     article = "an" if unit[0] in "aeiou" else "a"
     mcn = (f"exact McNemar for 0/1 accuracies when no two compared questions share {article} {unit}"
            if unit != "sample" else "exact McNemar for 0/1 accuracies")
     boot = f"paired bootstrap over {unit}s (the interval must exclude 0)" if opts.bootstrap else \
-        "no bootstrap (--bootstrap 0): other metrics get no verdict"
+        f"no bootstrap ({flag_of('score', 'bootstrap')} 0): other metrics get no verdict"
     return f"{mcn}; otherwise {boot}"
 
 
@@ -672,9 +546,10 @@ def print_metrics(metrics: dict, *, out: Path | None = None, report: Path | None
     if cli:
         folder = report_folder(out, report)
         if out is None and folder is None:
-            console.print("[yellow]nothing written[/]: add --out METRICS.json (and --report DIR) to keep these numbers",
+            console.print(f"[yellow]nothing written[/]: add {flag_of('score', 'out')} METRICS.json (and "
+                          f"{flag_of('score', 'report')} DIR) to keep these numbers",
                           highlight=False)
         else:
-            written = ([f"{out}"] if out is not None else ["no METRICS.json (no --out)"]) + \
+            written = ([f"{out}"] if out is not None else [f"no METRICS.json (no {flag_of('score', 'out')})"]) + \
                 ([f"{folder}/report.md", f"{folder}/report.html"] if folder is not None else [])
             console.print("wrote " + ", ".join(written), highlight=False)

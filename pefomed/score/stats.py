@@ -23,6 +23,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from pefomed.options import flag_of
+
 DEFAULT_RESAMPLES = 1000
 DEFAULT_SEED = 0
 DEFAULT_ALPHA = 0.05
@@ -399,7 +401,8 @@ def decide(entry: dict, *, alpha: float, binary_a: np.ndarray | None = None, bin
                          + (" and seeds" if seeds != (1, 1) else ""))
     else:
         entry["verdict"], entry["test"], entry["p_value"] = None, None, None
-        entry["no_verdict"] = f"no bootstrap resamples (--bootstrap 0), and exact McNemar does not apply: {why_not}"
+        entry["no_verdict"] = (f"no bootstrap resamples ({flag_of('score', 'bootstrap')} 0), and exact McNemar does "
+                               f"not apply: {why_not}")
     return entry
 
 

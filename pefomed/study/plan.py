@@ -5,7 +5,9 @@ infer the test split, score. A *selection* evaluates a pool of prompt candidates
 split for one (data set, model, adaptation[, seed]) and keeps the best (arXiv 2411.04118); the
 cells that need it (the adaptation's own, and a blind or ablation adaptation repeating it) wait for it.
 An ablation cell of a fine-tune adaptation infers with that fine-tune cell's trained run
-(`after`: it runs once that cell is done).
+(`after`: it runs once that cell is done). A fine-tune adaptation with `init_from` (SFT -> GRPO)
+trains each cell from the named adaptation's cell of the same data set, model, method and seed
+(train.init_from=../THAT_CELL/run; `after` that cell).
 
 Ids are deterministic: a readable part (data.model.adaptation[.method][.sSEED]) and eight hex
 digits of a hash of everything that determines the cell's output (resolved sources and data,
@@ -14,10 +16,10 @@ cell computed under other settings: the edited cell gets a new id and runs anew.
 not part of the id (scoring is cheap and the report re-scores anyway).
 
 Seeds: a fine-tune trains once per seed (train.seed); a few-shot cell draws its examples with the
-seed (--shots-seed) unless every candidate of its pool fixes shots_seed; zero-shot and blind
+seed (infer's `shots_seed`) unless every candidate of its pool fixes shots_seed; zero-shot and blind
 inference is greedy and deterministic, so those cells run once whatever the seeds. An ablation
 cell follows its reference, and a shuffled or mismatched one also draws its images with each seed
-(--image-ablation-seed); a blank one does not.
+(infer's `image_ablation_seed`); a blank one does not.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pefomed.errors import UserError
+from pefomed.options.infer import InferCommand, InferOptions, PromptOptions
+from pefomed.options.score import ScoreCommand, ScoreOptions
+from pefomed.options.train import TrainCommand
 from pefomed.study.spec import Adaptation, Candidate, ModelEntry, Study
 
 CELLS_DIR = "cells"
@@ -163,17 +168,30 @@ def pool_of(study: Study, adaptation: Adaptation) -> list[dict] | None:
     return out
 
 
-def candidate_flags(candidate: dict | Candidate | None) -> list[str]:
-    if candidate is None:
-        return []
+def _candidate(candidate: dict | Candidate | None) -> dict:
     if isinstance(candidate, Candidate):
-        candidate = candidate.model_dump(exclude_none=True)
-    flags = []
-    for key, flag in (("system_prompt", "--system-prompt"), ("template", "--template"),
-                      ("report_prompt", "--report-prompt")):
-        if candidate.get(key) is not None:
-            flags += [flag, candidate[key]]
-    return flags
+        return candidate.model_dump(exclude_none=True)
+    return dict(candidate or {})
+
+
+def prompt_options(adaptation: Adaptation, seed: int | None, candidate: dict | Candidate | None = None, *,
+                   blind: bool = False, image_ablation: str | None = None,
+                   image_ablation_seed: int = 0) -> PromptOptions:
+    """The prompt a cell or selection asks with: the candidate's prompts, the adaptation's shots (a
+    candidate's shots_seed, else the study seed) and closed-answer mode, and the image control."""
+    c = _candidate(candidate)
+    shots = {}
+    if adaptation.kind == "few-shot":
+        shots = {"shots": adaptation.shots, "shots_seed": c.get("shots_seed", seed if seed is not None else 0)}
+    return PromptOptions(system_prompt=c.get("system_prompt"), template=c.get("template"),
+                         closed_answer=adaptation.closed_answer, blind=blind, image_ablation=image_ablation,
+                         image_ablation_seed=image_ablation_seed, **shots)
+
+
+def infer_argv(source: str, data_dir: Path, split: str, out: str, options: InferOptions) -> list[str]:
+    """The `pefomed infer` command of a step, spelled from infer's declared options."""
+    return ["infer", *InferCommand(source=source, data=Path(data_dir), split=split, out=Path(out),
+                                   options=options).to_argv()]
 
 
 def selection_metric(metric: str, task: str) -> str:
@@ -195,10 +213,15 @@ def _seed_dependent(study: Study, adaptation: Adaptation) -> bool:
     return False
 
 
-def score_argv(pred: str, out: str, study: Study) -> list[str]:
+def score_argv(pred: str, out: str, settings: ScoreOptions) -> list[str]:
+    """The `pefomed score` command of a step, spelled from score's declared options."""
+    return ["score", *ScoreCommand(predictions=[Path(pred)], out=Path(out), settings=settings).to_argv()]
+
+
+def cell_score_settings(study: Study) -> ScoreOptions:
+    """What a cell's score step computes: the study's bootstrap, seed, alpha and VQA convention."""
     s = study.score
-    return ["score", pred, "--out", out, "--bootstrap", str(s.bootstrap), "--seed", str(s.seed),
-            "--alpha", str(s.alpha), "--vqa-convention", s.vqa_convention]
+    return ScoreOptions(bootstrap=s.bootstrap, seed=s.seed, alpha=s.alpha, vqa_convention=s.vqa_convention)
 
 
 class Planner:
@@ -210,22 +233,15 @@ class Planner:
         self.cells: list[Unit] = []
         self._recipes_checked: set[tuple] = set()
 
-    def _infer_common(self) -> list[str]:
-        out = []
-        if self.study.infer.batch_size:
-            out += ["--batch-size", str(self.study.infer.batch_size)]
-        if self.study.infer.max_new_tokens:
-            out += ["--max-new-tokens", str(self.study.infer.max_new_tokens)]
-        return out
-
-    def _adaptation_flags(self, a: Adaptation, seed: int | None, candidate: dict | None) -> list[str]:
-        flags = []
-        if a.kind == "few-shot":
-            shots_seed = (candidate or {}).get("shots_seed", seed if seed is not None else 0)
-            flags += ["--shots", str(a.shots), "--shots-seed", str(shots_seed)]
-        if a.closed_answer != "generate":
-            flags += ["--closed-answer", a.closed_answer]
-        return flags
+    def _infer_options(self, prompting: PromptOptions, candidate: dict | Candidate | None = None,
+                       selection: bool = False) -> InferOptions:
+        """A step's infer options: the study's infer settings, the candidate's report prompt, the
+        prompting, and for a selection its seeded subsample."""
+        sel = self.study.selection
+        limit = {"limit": sel.limit, "limit_seed": sel.seed} if selection and sel.limit else {}
+        return InferOptions(batch_size=self.study.infer.batch_size or None,
+                            max_new_tokens=self.study.infer.max_new_tokens or None,
+                            report_prompt=_candidate(candidate).get("report_prompt"), prompting=prompting, **limit)
 
     def _selection(self, data, data_dir: Path, model: ModelEntry, a: Adaptation, seed: int | None,
                    task: str) -> Unit | None:
@@ -248,15 +264,13 @@ class Planner:
         unit = Unit("selection", f"{readable}-{_digest(definition)}", data.name, model.name, a.name, None, seed, task,
                     "", candidates=pool, metric=selection_metric(sel.metric, task), definition=definition)
         unit.folder = f"{SELECTIONS_DIR}/{unit.id}"
-        limit = ["--limit", str(sel.limit), "--limit-seed", str(sel.seed)] if sel.limit else []
         for i, c in enumerate(pool):
             pred = f"c{i}/pred.jsonl"
-            argv = ["infer", source, "--data", str(data_dir), "--split", data.val_split, "--out", pred,
-                    *candidate_flags(c), *self._adaptation_flags(a, seed, c), *limit, *self._infer_common()]
-            unit.steps.append(Step(f"infer c{i}", argv, pred))
+            options = self._infer_options(prompt_options(a, seed, c), c, selection=True)
+            unit.steps.append(Step(f"infer c{i}", infer_argv(source, data_dir, data.val_split, pred, options), pred))
             # selection needs values, not intervals
-            unit.steps.append(Step(f"score c{i}", ["score", pred, "--out", f"c{i}/metrics.json", "--bootstrap", "0",
-                                                   "--vqa-convention", self.study.score.vqa_convention],
+            values_only = ScoreOptions(bootstrap=0, vqa_convention=self.study.score.vqa_convention)
+            unit.steps.append(Step(f"score c{i}", score_argv(pred, f"c{i}/metrics.json", values_only),
                                    f"c{i}/metrics.json"))
         self.selections[key] = unit
         return unit
@@ -274,32 +288,21 @@ class Planner:
                 raise UserError(f"model {model.name!r} (models[{i}].source): {err}") from None
 
     def _check_infer_options(self) -> None:
-        """The options the cells' and selections' `pefomed infer` steps will pass, checked by infer's
-        own checks (InferOptions.check, Prompting): a dry run refuses what the run would."""
-        from pefomed.infer.fewshot import Prompting
-        from pefomed.infer.run import InferOptions
-
-        study, sel = self.study, self.study.selection
+        """The options the cells' and selections' `pefomed infer` steps will pass, built now by the
+        same functions and so checked by infer's own declarations: a dry run refuses what the run would."""
+        study = self.study
         try:  # the settings every infer step passes (infer.*, and selection.limit / seed for selections)
-            InferOptions(batch_size=study.infer.batch_size, max_new_tokens=study.infer.max_new_tokens,
-                         limit=sel.limit, limit_seed=sel.seed).check()
+            self._infer_options(PromptOptions(), selection=True)
         except UserError as err:
             raise UserError(f"study keys infer / selection: `pefomed infer` would refuse them: {err}") from None
         for i, a in enumerate(study.adaptations):
             pool = pool_of(study, a) or [{}]  # no pool: the recipe's own prompt
             for c in pool:
                 # a few-shot cell draws with its candidate's shots_seed, else with each study seed
-                shots_seeds = [0]
-                if a.kind == "few-shot":
-                    shots_seeds = [c["shots_seed"]] if "shots_seed" in c else list(study.seeds)
-                for shots_seed in shots_seeds:
+                seeds = list(study.seeds) if a.kind == "few-shot" and "shots_seed" not in c else [None]
+                for seed in seeds:
                     try:
-                        prompting = Prompting(system_prompt=c.get("system_prompt"), template=c.get("template"),
-                                              shots=a.shots or 0, shots_seed=shots_seed,
-                                              closed_answer=a.closed_answer, image_ablation=a.image)
-                        InferOptions(batch_size=study.infer.batch_size, max_new_tokens=study.infer.max_new_tokens,
-                                     report_prompt=c.get("report_prompt"), limit=sel.limit, limit_seed=sel.seed,
-                                     prompting=prompting).check()
+                        self._infer_options(prompt_options(a, seed, c, image_ablation=a.image), c, selection=True)
                     except UserError as err:
                         candidate = f", prompt candidate {c['name']!r}" if c else ""
                         raise UserError(f"adaptation {a.name!r} (adaptations[{i}]{candidate}): `pefomed infer` "
@@ -316,14 +319,31 @@ class Planner:
             task = split_task(data_dir, data.test_split, f"data set {data.name!r} (test_split)")
             for model in study.models:
                 source = resolve_source(model.source, self.root)
-                # ablations last: one of a fine-tune infers with that cell's run, so it needs its id
-                for a in sorted(study.adaptations, key=lambda a: a.kind == "ablation"):
+                # ablations last: one of a fine-tune infers with that cell's run, so it needs its id; a
+                # fine-tune that starts from another's runs (init_from) after that one, for the same reason
+                for a in sorted(study.adaptations, key=lambda a: (a.kind == "ablation", self._stage(a))):
                     seeds = list(study.seeds) if _seed_dependent(study, a) else [None]
                     methods = self.adaptations[a.of].methods if a.kind == "ablation" else a.methods
                     for method in (methods or [None]):
                         for seed in seeds:
                             self._cell(data, data_dir, task, model, source, a, method, seed)
         return list(self.selections.values()), self.cells
+
+    def _stage(self, a: Adaptation) -> int:
+        """How many fine-tune stages come before `a`'s (0 without init_from)."""
+        return 0 if a.init_from is None else 1 + self._stage(self.adaptations[a.init_from])
+
+    def _trained_cell(self, data, model, adaptation: str, method, seed) -> Unit:
+        """The fine-tune cell of `adaptation` with this data set, model, method and seed (planned already)."""
+        return next(c for c in self.cells if (c.data, c.model, c.adaptation, c.method, c.seed)
+                    == (data.name, model.name, adaptation, method, seed))
+
+    @staticmethod
+    def _objective_overrides(a: Adaptation) -> list[str]:
+        """The recipe overrides of a fine-tune adaptation's own `objective` and `grpo` keys."""
+        out = [f"train.objective={a.objective}"] if a.objective else []
+        # JSON scalars read back as the same YAML values (a string quoted, 1e-06 a number)
+        return out + [f"train.grpo.{key}={json.dumps(value)}" for key, value in a.grpo.items()]
 
     def _check_recipe(self, recipe_arg: str, overrides: list[str], a: Adaptation, method, seed) -> None:
         """The recipe this cell's `pefomed train` will load, loaded now by the same function
@@ -334,10 +354,15 @@ class Planner:
         if key in self._recipes_checked:
             return
         try:
-            load_recipe(recipe_arg, overrides)
+            recipe = load_recipe(recipe_arg, overrides)
+            if recipe.train.objective == "grpo":  # what GRPO refuses before a model loads
+                from pefomed.train.grpo_step import check_recipe
+
+                check_recipe(recipe)
         except UserError as err:
             i = self.study.adaptations.index(a)
-            raise UserError(f"adaptation {a.name!r} (adaptations[{i}].recipe / overrides, method {method}, seed "
+            keys = " / ".join(["recipe", "overrides"] + [k for k in ("objective", "grpo") if getattr(a, k)])
+            raise UserError(f"adaptation {a.name!r} (adaptations[{i}].{keys}, method {method}, seed "
                             f"{seed}): `pefomed train` would refuse its recipe: {err}") from None
         self._recipes_checked.add(key)
 
@@ -354,48 +379,54 @@ class Planner:
         steps: list[Step] = []
         infer_source = source
         after = None
-        ablation: list[str] = []
+        image_control: dict = {"blind": a.kind == "blind"}
         if a.kind == "ablation":
-            ablation = ["--image-ablation", a.image] + (["--image-ablation-seed", str(seed)] if seed is not None
-                                                        and a.image != "blank" else [])
+            image_control = {"image_ablation": a.image}
+            if seed is not None and a.image != "blank":  # a blank image draws nothing
+                image_control["image_ablation_seed"] = seed
             definition.update(image=a.image, of=a.of)
             if chooser.kind == "fine-tune":  # that cell's trained run, from this cell's folder
-                reference = next(c for c in self.cells if (c.data, c.model, c.adaptation, c.method, c.seed)
-                                 == (data.name, model.name, chooser.name, method, seed))
+                reference = self._trained_cell(data, model, chooser.name, method, seed)
                 after = reference.id
                 infer_source = f"../{reference.id}/run"
                 definition["reference_cell"] = reference.id
         if a.kind == "fine-tune":
             recipe_arg, recipe_text = _recipe_text(a.recipe, self.root)
             train_over = model_train_overrides(model, self.root)
-            overrides = [*train_over, *a.overrides, f"method.name={method}", f"train.seed={seed}"]
+            start: list[str] = []
+            if a.init_from is not None:  # SFT -> GRPO: the earlier stage's run of this seed, once it is done
+                first = self._trained_cell(data, model, a.init_from, method, seed)
+                after = first.id
+                start = [f"train.init_from=../{first.id}/run"]  # from this cell's folder, as an ablation's source
+                definition["init_from_cell"] = first.id
+            overrides = [*train_over, *a.overrides, *self._objective_overrides(a), *start, f"method.name={method}",
+                         f"train.seed={seed}"]
             self._check_recipe(recipe_arg, overrides, a, method, seed)
             definition.update(recipe=recipe_text, overrides=overrides)
-            steps.append(Step("train", ["train", recipe_arg, "--data", str(data_dir), "--out", "run", *overrides],
-                              "run/last.json"))
+            train = TrainCommand(recipe=recipe_arg, overrides=overrides, data=Path(data_dir), out=Path("run"))
+            steps.append(Step("train", ["train", *train.to_argv()], "run/last.json"))
             infer_source = "run"
         readable = ".".join([data.name, model.name, a.name] + ([method] if method else [])
                             + ([f"s{seed}"] if seed is not None else []))
         cell_id = f"{readable}-{_digest(definition)}"
         pending = False
-        prompt: list[str] = []
+        placeholder: list[str] = []
         candidate = None
         if selection is not None:
             choice = read_choice(self.study_dir, selection) if self.study_dir is not None else None
             if choice is None:
                 pending = True
-                prompt = [f"<the prompt chosen in {selection.folder}/selection.json>"]
+                placeholder = [f"<the prompt chosen in {selection.folder}/selection.json>"]
             else:
                 candidate = choice
-                prompt = candidate_flags(candidate)
-        infer_argv = ["infer", infer_source, "--data", str(data_dir), "--split", data.test_split, "--out", "pred.jsonl",
-                      *prompt, *self._adaptation_flags(chooser, chooser_seed, candidate),
-                      *(["--blind"] if a.kind == "blind" else []), *ablation, *self._infer_common()]
+        options = self._infer_options(prompt_options(chooser, chooser_seed, candidate, **image_control), candidate)
+        infer_step = [*infer_argv(infer_source, data_dir, data.test_split, "pred.jsonl", options), *placeholder]
         unit = Unit("cell", cell_id, data.name, model.name, a.name, method, seed, task, f"{CELLS_DIR}/{cell_id}",
                     selection=selection.id if selection else None, pending=pending, definition=definition,
                     after=after)
-        steps.append(Step("infer", infer_argv, "pred.jsonl"))
-        steps.append(Step("score", score_argv("pred.jsonl", "metrics.json", self.study), "metrics.json"))
+        steps.append(Step("infer", infer_step, "pred.jsonl"))
+        steps.append(Step("score", score_argv("pred.jsonl", "metrics.json", cell_score_settings(self.study)),
+                          "metrics.json"))
         unit.steps = steps
         self.cells.append(unit)
 

@@ -34,29 +34,54 @@ def check_gpus(gpus: list[str] | None) -> None:
 
     for gpu in gpus or []:
         if not isinstance(gpu, str) or not re.fullmatch(r"[0-9]+|(GPU|MIG)-[0-9A-Za-z/-]+", gpu):
-            raise UserError(f"--gpus: {str(gpu)[:40]!r} is not a GPU id (an index such as 0, or a GPU-/MIG- UUID "
+            raise UserError(f"`gpus`: {str(gpu)[:40]!r} is not a GPU id (an index such as 0, or a GPU-/MIG- UUID "
                             "from nvidia-smi -L)")
     if gpus and len(set(gpus)) != len(gpus):
-        raise UserError(f"--gpus: a GPU is listed twice ({','.join(gpus)[:80]}); each runs one cell at a time")
+        raise UserError(f"`gpus`: a GPU is listed twice ({','.join(gpus)[:80]}); each runs one cell at a time")
+
+
+def run_study_command(command, study_file: Path) -> None:
+    """`pefomed study` with its declared options (pefomed.options.study.StudyCommand): where the
+    cells run (this machine, its GPUs side by side, or a submitit cluster), then run_study."""
+    from pefomed.errors import UserError
+
+    gpus = command.gpus
+    gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else None
+    if gpus is not None and not gpu_list:
+        raise UserError("`gpus`: give GPU ids such as 0,1")
+    check_gpus(gpu_list)
+    if command.cluster_option and command.cluster is None:
+        raise UserError("`cluster_option` goes with `cluster` slurm|local")
+    if command.cluster is not None and gpu_list:
+        raise UserError("`gpus` is for one machine; with `cluster` each job asks the scheduler for its GPU "
+                        "(`cluster_option` gpus_per_node=1)")
+    executor = None
+    if command.cluster is not None:
+        from pefomed.study.cluster import make_executor
+
+        executor = make_executor(command.cluster, command.out, command.cluster_option or [])
+    run_study(study_file, command.out, dry_run=command.dry_run, gpus=gpu_list, executor=executor)
 
 
 def run_cells(cells, out: Path, **how) -> None:
-    """The cells, those that infer with another cell's trained run (`after`: an ablation of a
-    fine-tune) once the others are done; those whose cell failed are not started."""
+    """The cells, in waves: first those that need no other cell, then each cell that needs another
+    cell's trained run (`after`: an ablation of a fine-tune, or a fine-tune that starts from another
+    stage's run, which an ablation may need in turn) once that cell is done; one whose cell failed
+    is not started."""
     from pefomed.errors import UserError
     from pefomed.study.plan import CELLS_DIR, DONE
 
     failed = None
-    try:
-        run_units([c for c in cells if c.after is None], out, **how)
-    except UserError as err:
-        failed = err  # the rest still runs where it can; the failures are reported together
-    later = [c for c in cells if c.after is not None and (out / CELLS_DIR / c.after / DONE).is_file()]
-    try:
-        if later:
-            run_units(later, out, **how)
-    except UserError as err:
-        failed = UserError(f"{failed}\n{err}") if failed else err
+    wave = [c for c in cells if c.after is None]
+    started = set()
+    while wave:
+        started.update(c.id for c in wave)
+        try:
+            run_units(wave, out, **how)
+        except UserError as err:  # the rest still runs where it can; the failures are reported together
+            failed = UserError(f"{failed}\n{err}") if failed else err
+        wave = [c for c in cells if c.id not in started and c.after is not None
+                and (out / CELLS_DIR / c.after / DONE).is_file()]
     if failed:
         raise failed
 

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pefomed.errors import UserError
+from pefomed.options.train import TrainCommand
 from pefomed.io import read_json, write_json
 from pefomed.study.plan import CELLS_DIR, DONE, Unit
 
@@ -57,7 +58,7 @@ def _step_argv(unit: Unit, step, folder: Path) -> list[str] | None:
     if (folder / step.output).exists():
         return None
     if step.name == "train" and (folder / "run" / "checkpoints" / "latest").exists():
-        return ["train", "--resume", "run"]
+        return ["train", *TrainCommand(resume=Path("run")).to_argv()]
     return step.argv
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import AfterValidator, ConfigDict, Field, ValidationError
 
@@ -52,7 +52,7 @@ class Candidate(_Strict):
     system_prompt: Optional[str] = None
     report_prompt: Optional[str] = None
     shots_seed: Optional[int] = Field(None, ge=0, le=SEED_MAX,
-                                      description="few-shot: the seed that picks the solved examples (--shots-seed)")
+                                      description="few-shot: the seed that picks the solved examples (infer's `shots_seed`)")
 
 
 def _plain_path(value: Optional[str]) -> Optional[str]:
@@ -96,17 +96,26 @@ class Adaptation(_Strict):
                                                 "shots it repeats without the image; ablation: the zero-/few-shot "
                                                 "or fine-tune adaptation it repeats with an ablated image")
     image: Optional[Literal["blank", "shuffled", "mismatched"]] = Field(
-        None, description="ablation: what the image slot shows (`pefomed infer --image-ablation`); shuffled and "
+        None, description="ablation: what the image slot shows (infer's `image_ablation`); shuffled and "
                           "mismatched draw with each study seed")
     recipe: Optional[PathText] = Field(None, description="fine-tune: recipe file or built-in name")
     methods: list[MethodName] = Field(default_factory=list, description="fine-tune: PEFT methods")
     overrides: list[str] = Field(default_factory=list, description="fine-tune: section.key=value recipe overrides")
+    objective: Optional[Literal["sft", "grpo"]] = Field(
+        None, description="fine-tune: train.objective (sft: cross-entropy on the references; grpo: reinforcement "
+                          "learning from rewards, docs/grpo.md); unset: the recipe's")
+    init_from: Optional[str] = Field(
+        None, description="fine-tune: another fine-tune adaptation of this study; each cell starts from that "
+                          "adaptation's trained run of the same model, data set, method and seed (train.init_from), "
+                          "e.g. SFT then GRPO")
+    grpo: dict[str, Any] = Field(default_factory=dict, description="fine-tune with objective grpo: train.grpo.* "
+                                                                    "settings (num_generations, beta, ...)")
     closed_answer: Literal["generate", "rank"] = "generate"
 
 
 class Selection(_Strict):
     limit: Optional[int] = Field(None, gt=0, description="evaluate candidates on a seeded subsample of N")
-    seed: int = Field(0, ge=0, le=SEED_MAX, description="seed of the subsample (--limit-seed)")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="seed of the subsample (infer's `limit_seed`)")
     metric: str = Field("auto", description="section/name in METRICS.json, or auto (vqa/overall; report: "
                                             "BLEU-4 + CIDEr-D, as training's selection)")
 
@@ -178,6 +187,59 @@ def _unique(items, what: str, source: str) -> None:
         seen.add(item.name)
 
 
+# what a fine-tune adaptation's own keys set in its recipe; an override of the same recipe key is a conflict
+_TRAINING_KEYS = {"objective": "train.objective", "init_from": "train.init_from", "grpo": "train.grpo"}
+
+
+def _check_training(a: Adaptation, i: int, adaptations: dict, source: str) -> None:
+    """A fine-tune adaptation's objective, init_from and grpo keys (what SFT, GRPO and SFT -> GRPO
+    cells need), each error naming the study key."""
+    from pefomed.recipe import GrpoSection
+
+    where = f"{source}: key 'adaptations[{i}]"
+    if a.grpo and a.objective != "grpo":
+        objective = a.objective or "unset: the recipe's"
+        raise UserError(f"{where}.grpo': GRPO settings need objective: grpo on the same adaptation (objective: "
+                        f"{objective})")
+    if a.grpo:
+        try:  # each key as the recipe checks it; the rule across keys (some reward) waits for the whole recipe
+            GrpoSection.model_validate(a.grpo)
+        except ValidationError as err:
+            for item in err.errors():
+                if not item["loc"]:
+                    continue
+                key = clip(".".join(str(p) for p in item["loc"]), 120)
+                if item["type"] == "extra_forbidden":
+                    raise UserError(f"{where}.grpo.{key}': unknown key (train.grpo keys: "
+                                    f"{', '.join(GrpoSection.model_fields)})") from None
+                raise UserError(f"{where}.grpo.{key}': {clip(item['msg'].removeprefix('Value error, '), 200)} "
+                                f"(got {short(item.get('input'), 80)})") from None
+    for own, recipe_key in _TRAINING_KEYS.items():
+        clash = [o for o in a.overrides if o.split("=", 1)[0].strip() == recipe_key
+                 or o.split("=", 1)[0].strip().startswith(recipe_key + ".")]
+        if getattr(a, own) and clash:
+            raise UserError(f"{where}.{own}' and 'adaptations[{i}].overrides' both set {recipe_key} "
+                            f"({short(clash[0], 80)}); keep one")
+    if a.init_from is None:
+        return
+    target = adaptations.get(a.init_from)
+    if target is None or target.kind != "fine-tune" or target.name == a.name:
+        raise UserError(f"{where}.init_from': {a.init_from!r} is not another fine-tune adaptation of this study "
+                        "(init_from names the fine-tune adaptation whose trained runs this one starts from)")
+    missing = [m for m in a.methods if m not in target.methods]
+    if missing:
+        raise UserError(f"{where}.init_from': {a.init_from!r} trains no {missing[0]!r} run to start from (its "
+                        f"methods: {', '.join(target.methods)}); a cell starts from the run of the same method")
+    seen, cur = {a.name}, target
+    while cur.init_from is not None:  # a chain of stages must end
+        if cur.init_from in seen:
+            raise UserError(f"{where}.init_from': the init_from chain of {a.name!r} loops")
+        seen.add(cur.init_from)
+        cur = adaptations.get(cur.init_from)
+        if cur is None:  # reported at that adaptation's own key
+            break
+
+
 def _check(study: Study, source: str) -> None:
     """Cross-field rules pydantic cannot say per field; each message names the key."""
     _unique(study.models, "models", source)
@@ -209,12 +271,18 @@ def _check(study: Study, source: str) -> None:
             if a.prompts is not None:
                 raise UserError(f"{where}.prompts': a fine-tuned model is asked with its training template; "
                                 "prompt pools apply to zero-shot, few-shot and blind adaptations")
+            _check_training(a, i, adaptations, source)
         else:
-            for key in ("recipe", "overrides"):
+            for key in ("recipe", "overrides", "objective", "init_from", "grpo"):
                 if getattr(a, key):
-                    raise UserError(f"{where}.{key}': only a fine-tune adaptation takes a {key}")
+                    raise UserError(f"{where}.{key}': only a fine-tune adaptation takes {key!r} (this is {a.kind})")
             if a.methods:
                 raise UserError(f"{where}.methods': only a fine-tune adaptation takes methods")
+        if a.kind in ("blind", "ablation") and "closed_answer" in a.model_fields_set:
+            # its closed-answer mode is its reference's (the plan repeats `of`'s): an own value would be ignored
+            article = "an" if a.kind == "ablation" else "a"
+            raise UserError(f"{where}.closed_answer': {article} {a.kind} adaptation answers closed questions as {a.of!r} "
+                            f"does; set closed_answer on {a.of!r}")
         if (a.kind == "few-shot") != (a.shots is not None):
             raise UserError(f"{where}.shots': " + ("a few-shot adaptation needs shots: K" if a.kind == "few-shot"
                                                    else f"only a few-shot adaptation takes shots (this is {a.kind})"))

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pefomed.errors import UserError
+from pefomed.metrics.reasoning import extract_answer
 from pefomed.records import Sample
 
 
@@ -42,6 +43,13 @@ def metric_value(name: str, samples: list[Sample], predictions: list[str]) -> fl
 
     scores = corpus_scores(predictions, [[s.answer] for s in samples])
     return scores["BLEU-4"] + scores["CIDEr-D"]
+
+
+def score_generated(name: str, samples: list[Sample], texts: list[str], answer_template: str) -> float:
+    """The selection metric of generated texts: each text's answer under infer.answer_template
+    (think_answer: the text inside <answer>...</answer>) is scored, the prediction `pefomed infer`
+    writes for it, so the best step is chosen by what infer and score will later measure."""
+    return metric_value(name, samples, [extract_answer(t, answer_template) for t in texts])
 
 
 # the largest value each selection metric can take: a mixture's rule scales every source into [0, 1]
@@ -114,4 +122,4 @@ def generate_and_score(model, processor, recipe, data_dir, samples: list[Sample]
         shards: list = [None] * world
         dist.all_gather_object(shards, texts)
         texts = {k: v for shard in shards for k, v in shard.items()}
-    return metric_value(metric, samples, [texts[i] for i in range(len(samples))])
+    return score_generated(metric, samples, [texts[i] for i in range(len(samples))], recipe.infer.answer_template)

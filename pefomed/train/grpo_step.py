@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from pefomed.errors import UserError
+from pefomed.methods import METHODS
 from pefomed.models.generation import Generator, to_device
 from pefomed.train.grpo_loss import denominator, group_advantages, loss_sum, sequence_log_probs, token_terms
 from pefomed.train.loss import scaled_for_deepspeed, supports_logits_to_keep
@@ -48,9 +49,11 @@ def check_recipe(recipe) -> None:
         raise UserError(f"train.loss_kernel={cfg.loss_kernel} fuses SFT's cross-entropy; GRPO computes "
                         "log-probabilities of sampled answers and does not use it",
                         hint="set train.loss_kernel=torch", keys=["train.loss_kernel", "train.objective"])
-    if cfg.grpo.beta > 0 and recipe.method.name in ("full",):
+    if cfg.grpo.beta > 0 and not METHODS[recipe.method.name].has_adapter:
+        # projector and full: with no adapter to disable, the "reference" would be the policy itself
         raise UserError("train.grpo.beta > 0 needs the reference model, which pefomed obtains by disabling the "
-                        "adapter; method.name=full has none", hint="set train.grpo.beta=0 or use an adapter method",
+                        f"adapter; method.name={recipe.method.name} has none",
+                        hint="set train.grpo.beta=0 or use an adapter method",
                         keys=["train.grpo.beta", "method.name"])
 
 

@@ -30,6 +30,7 @@ from pefomed.models.feature_cache import open_feature_cache, write_summary
 from pefomed.models.loader import check_model_source, load_base, materialize_base, torch_dtype
 from pefomed.models.peft_methods import apply_method
 from pefomed.models.run_dir import StartingPoint, TrainedWeights, recover_saved, save_trained
+from pefomed.options import command_line
 from pefomed.recipe import Recipe
 from pefomed.train import checkpoints
 from pefomed.train.deepspeed_config import resolve, zero_stage
@@ -398,7 +399,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainRes
         if is_main:
             tag = checkpoints.latest_tag(run_dir)
             explain_interrupt(f"interrupted at step {step} of {plan.total_steps}; " + (
-                f"kept checkpoint {tag}: continue with `pefomed train --resume {run_dir}`" if tag else
+                f"kept checkpoint {tag}: continue with {command_line('train', resume=run_dir)}" if tag else
                 "no checkpoint was saved yet (set train.save_every to keep progress); start the run again"))
         raise
     finally:

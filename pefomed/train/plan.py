@@ -21,17 +21,34 @@ def check_data(recipe: Recipe) -> list[Source]:
     data.dir (named after its folder), the entries of data.mix otherwise."""
     data = recipe.data
     if data.dir is not None and data.mix is not None:
-        raise UserError("data.dir and data.mix are both set: a run trains on one DATA_DIR (data.dir or --data) "
+        raise UserError("data.dir and data.mix are both set: a run trains on one DATA_DIR (data.dir or `data`) "
                         "or on the mixture in data.mix, not both", hint="remove one of them (data.mix=null or "
                                                                        "data.dir=null)")
     if data.mix is not None:
         return mix_sources(data)
     if data.dir is None:
-        raise UserError("no training data: pass --data DATA_DIR or set data.dir (or data.mix) in the recipe")
+        raise UserError("no training data: pass `data` DATA_DIR or set data.dir (or data.mix) in the recipe")
     data_dir = Path(data.dir)
     if not (data_dir / "manifest.json").is_file():
         raise UserError(f"{data_dir}: not a prepared DATA_DIR (no manifest.json); run `pefomed prepare` first")
     return [Source(name=data_dir.name, dir=data_dir, ratio=1.0)]
+
+
+def of_answer_types(samples: list, answer_types: list[str] | None, where: str) -> list:
+    """The samples data.answer_types keeps: VQA questions of those answer types (unknown ones
+    typed as `pefomed score` types them, pefomed.metrics.vqa.answer_type_of); None keeps all."""
+    if answer_types is None:
+        return samples
+    from pefomed.metrics.vqa import answer_type_of
+
+    if any(s.task != "vqa" for s in samples):
+        raise UserError(f"data.answer_types={answer_types} selects VQA questions; {where} holds "
+                        f"{next(s.task for s in samples if s.task != 'vqa')} samples", keys=["data.answer_types"])
+    kept = [s for s in samples if answer_type_of(s.answer, s.answer_type) in answer_types]
+    if not kept:
+        raise UserError(f"data.answer_types={answer_types} keeps none of the {len(samples)} questions of {where}",
+                        keys=["data.answer_types"])
+    return kept
 
 
 def _in_source(index: int, source: Source, read):
@@ -67,19 +84,25 @@ class Plan:
     @classmethod
     def _single(cls, recipe: Recipe, source: Source, world: int) -> "Plan":
         cfg, data_dir = recipe.train, source.dir
-        samples = read_split(data_dir, recipe.data.train_split)
+        types = recipe.data.answer_types
+        samples = of_answer_types(read_split(data_dir, recipe.data.train_split), types,
+                                  f"{data_dir}/{recipe.data.train_split}.jsonl")
         epochs = EpochPlan.make(len(samples), cfg.batch_size, world, cfg.grad_accum, cfg.epochs, cfg.max_steps,
                                 where=f"{data_dir}/{recipe.data.train_split}.jsonl")
         evals = []
         if cfg.eval_every:
-            val_samples = read_split(data_dir, recipe.data.val_split or "val")[: cfg.eval_max_samples]
+            val_split = recipe.data.val_split or "val"
+            val_samples = of_answer_types(read_split(data_dir, val_split), types,
+                                          f"{data_dir}/{val_split}.jsonl")[: cfg.eval_max_samples]
             evals = [EvalSet(None, data_dir, val_samples, selection_metric(val_samples, cfg.select_metric))]
         return cls([source], [samples], epochs, None, evals)
 
     @classmethod
     def _mixture(cls, recipe: Recipe, sources: list[Source], world: int) -> "Plan":
         cfg, split = recipe.train, recipe.data.train_split
-        samples = [sourced(_in_source(i, s, lambda s=s: read_split(s.dir, split)), s.name)
+        types = recipe.data.answer_types
+        samples = [sourced(_in_source(i, s, lambda s=s: of_answer_types(read_split(s.dir, split), types,
+                                                                         f"{s.dir}/{split}.jsonl")), s.name)
                    for i, s in enumerate(sources)]
         quota = quotas([len(group) for group in samples], [s.ratio for s in sources])
         for i, (source, q) in enumerate(zip(sources, quota)):
@@ -99,7 +122,8 @@ class Plan:
         for i, source in enumerate(sources):
             if split not in _in_source(i, source, lambda s=source: read_manifest(s.dir)).get("splits", {}):
                 continue
-            val = _in_source(i, source, lambda s=source: read_split(s.dir, split))[: cfg.eval_max_samples]
+            val = _in_source(i, source, lambda s=source: of_answer_types(
+                read_split(s.dir, split), recipe.data.answer_types, f"{s.dir}/{split}.jsonl"))[: cfg.eval_max_samples]
             metric = _in_source(i, source, lambda v=val: selection_metric(v, cfg.select_metric))
             evals.append(EvalSet(source.name, source.dir, val, metric))
         if not evals:

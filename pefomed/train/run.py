@@ -8,6 +8,7 @@ from pathlib import Path
 from pefomed.console import console
 from pefomed.errors import UserError
 from pefomed.models.run_dir import RECIPE_FILE, exclusive, holds_a_run
+from pefomed.options import command_line
 from pefomed.recipe import load_recipe
 
 
@@ -18,7 +19,7 @@ def start_or_resume(recipe_path: str | None, overrides: list[str], data: Path | 
     if resume is not None:
         if recipe_path is not None or overrides:
             # the resolved recipe in RUN_DIR is the run's definition; changing it mid-run breaks resume
-            raise UserError("--resume takes the run's own recipe.yaml; do not pass a recipe or overrides with it")
+            raise UserError("`resume` takes the run's own recipe.yaml; do not pass a recipe or overrides with it")
         recipe = load_recipe(resume / RECIPE_FILE)
         run_dir = resume
     else:
@@ -29,9 +30,9 @@ def start_or_resume(recipe_path: str | None, overrides: list[str], data: Path | 
         recipe = load_recipe(recipe_path, overrides)
         if data is not None:
             if recipe.data.mix is not None:
-                raise UserError(f"--data {data} and the recipe's data.mix both name the training data: a run trains "
+                raise UserError(f"`data` {data} and the recipe's data.mix both name the training data: a run trains "
                                 "on one DATA_DIR or on the mixture in data.mix, not both",
-                                hint="drop --data, or pass data.mix=null to train on --data alone")
+                                hint="drop `data`, or pass data.mix=null to train on `data` alone")
             recipe.data.dir = str(data)
         if recipe.data.dir is not None:
             recipe.data.dir = str(Path(recipe.data.dir).resolve())
@@ -41,7 +42,8 @@ def start_or_resume(recipe_path: str | None, overrides: list[str], data: Path | 
         run_dir = out or Path("runs") / Path(recipe_path).stem
         # only the first process checks: the others would find the recipe.yaml it just wrote
         if os.environ.get("RANK", "0") == "0" and holds_a_run(run_dir):
-            raise UserError(f"{run_dir} already holds a run; choose another --out, or continue it with --resume {run_dir}")
+            raise UserError(f"{run_dir} already holds a run; choose another `out`, or continue it with "
+                            f"{command_line('train', resume=run_dir)}")
     check_inputs(recipe, run_dir, resume=resume is not None)  # a mistake leaves no RUN_DIR behind
     if os.environ.get("RANK", "0") == "0":
         with exclusive(run_dir):  # the first process of a launch holds RUN_DIR for the whole run

@@ -2,7 +2,7 @@
 imports itself back through others (no import circle). Imports inside functions count too:
 a lazy import is still a dependency.
 
-    foundation (errors, io, console, recipe, records, methods, instructions, metrics) < data < models < train
+    foundation (errors, io, console, recipe, records, methods, instructions, metrics, options) < data < models < train
     < infer, export
     < score < study < demo, cli
 """
@@ -19,7 +19,7 @@ PACKAGES = {"pefomed": ROOT / "pefomed", "pefomed.cli": ROOT / "cli"}
 
 LAYERS = [
     ("foundation", ("pefomed", "pefomed.errors", "pefomed.io", "pefomed.console", "pefomed.recipe", "pefomed.records",
-                    "pefomed.instructions", "pefomed.metrics", "pefomed.methods")),
+                    "pefomed.instructions", "pefomed.metrics", "pefomed.methods", "pefomed.options")),
     ("data", ("pefomed.data",)),
     ("models", ("pefomed.models",)),
     ("train", ("pefomed.train",)),

@@ -117,11 +117,11 @@ def test_prepare_converts_dicom_and_resizes(tmp_path):
     path.write_text(path.read_text().replace("synpic1.jpg", "synpic1.dcm"))
     prepare(src, "vqa-rad", tmp_path / "orig")
     assert (tmp_path / "orig" / "images" / "synpic1.dcm").is_file()  # originals kept by default
-    prepare(src, "vqa-rad", tmp_path / "png", images=ImageOptions(size=32, format="png"))
+    prepare(src, "vqa-rad", tmp_path / "png", images=ImageOptions(image_size=32, image_format="png"))
     train = read_split(tmp_path / "png", "train")
     assert train[0].images == ["images/synpic1.png"]
     with Image.open(tmp_path / "png" / "images" / "synpic1.png") as img:
         assert img.format == "PNG" and max(img.size) == 32
-    prepare(src, "vqa-rad", tmp_path / "jpg", images=ImageOptions(format="jpeg"))
+    prepare(src, "vqa-rad", tmp_path / "jpg", images=ImageOptions(image_format="jpeg"))
     with Image.open(tmp_path / "jpg" / read_split(tmp_path / "jpg", "test")[0].images[0]) as img:
         assert img.format == "JPEG"

@@ -26,7 +26,7 @@ def processor(tmp_path_factory):
     from transformers import AutoProcessor
 
     from pefomed.models.tiny import build_tiny
-    from pefomed.recipe import TinyConfig
+    from pefomed.models.tiny import TinyConfig
 
     return AutoProcessor.from_pretrained(build_tiny(TinyConfig(), tmp_path_factory.mktemp("tiny") / "model"))
 
@@ -92,7 +92,7 @@ def test_crop_and_resize_are_torchvisions_on_a_pil_image(flip):
 def test_input_size_of_fixed_and_dynamic_processors(processor):
     from transformers import BlipImageProcessor, Qwen2VLImageProcessor
 
-    from pefomed.recipe import TinyConfig
+    from pefomed.models.tiny import TinyConfig
 
     side = TinyConfig().image_size  # the tiny LLaVA's CLIP crop_size
     assert processor_input_size(processor) == (side, side)

@@ -17,7 +17,7 @@ from pefomed.models.source import resolve_source
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory):
     from pefomed.models.tiny import build_tiny
-    from pefomed.recipe import TinyConfig
+    from pefomed.models.tiny import TinyConfig
 
     return build_tiny(TinyConfig(), tmp_path_factory.mktemp("tiny-base") / "model")
 

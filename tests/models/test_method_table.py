@@ -32,3 +32,46 @@ def test_every_method_of_the_table_has_a_peft_config_or_saves_weights(tmp_path):
         assert trainable, name
         assert hasattr(model, "peft_config") == facts.has_adapter, name
     assert set(QUANTIZABLE_METHODS) <= set(METHODS)
+
+
+def _first_column_names(table_lines: list[str]) -> list[str]:
+    """The method names of a Markdown table's first column ("`lora`, `dora`" or "lora, dora")."""
+    names = []
+    for line in table_lines:
+        cells = line.strip().strip("|").split("|")
+        if line.lstrip().startswith("|") and not set(cells[0].strip()) <= set("-: "):
+            names += [n.strip().strip("`") for n in cells[0].split(",")]
+    return names[1:]  # the header's cell
+
+
+def test_the_method_tables_of_the_docs_list_exactly_the_methods():
+    """A row added to METHODS without its line in the user's table (docs/recipes.md) or the
+    module's (pefomed.models.peft_methods) fails here."""
+    from pathlib import Path
+
+    import pefomed.models.peft_methods as peft_methods
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "recipes.md").read_text()
+    section = text.split("## Tuning methods (`method.name`)", 1)[1].split("\n## ", 1)[0]
+    assert _first_column_names(section.splitlines()) == list(METHODS)
+    assert _first_column_names(peft_methods.__doc__.splitlines()) == list(METHODS)
+
+
+def test_grpo_refuses_a_kl_penalty_exactly_for_the_methods_without_an_adapter():
+    """GRPO's reference model is the policy with its adapter disabled: a method with no adapter
+    (METHODS' has_adapter) has no reference, and beta > 0 would silently penalise nothing."""
+    import pytest
+
+    from pefomed.errors import UserError
+    from pefomed.recipe import load_recipe
+    from pefomed.train.grpo_step import check_recipe
+
+    for name, facts in METHODS.items():
+        recipe = load_recipe("tiny-demo", [f"method.name={name}", "train.objective=grpo", "train.grpo.beta=0.04"])
+        if facts.has_adapter:
+            check_recipe(recipe)
+        else:
+            with pytest.raises(UserError, match=f"method.name={name} has none") as refused:
+                check_recipe(recipe)
+            assert "train.grpo.beta" in refused.value.keys
+        check_recipe(load_recipe("tiny-demo", [f"method.name={name}", "train.objective=grpo", "train.grpo.beta=0"]))

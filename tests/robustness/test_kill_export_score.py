@@ -57,11 +57,12 @@ def test_export_removes_what_a_killed_export_left_and_refuses_a_concurrent_one(t
     import fcntl
 
     out = tmp_path / "exported"
-    # what kill -9 during an export leaves: mkdtemp's hidden sibling, half full
-    abandoned = tmp_path / ".exported.k1ll3d00.partial"
+    # what kill -9 during an export leaves: pefomed.io.atomic_folder's hidden sibling, half full; a
+    # pid still running (ours): under the export lock nobody else can be writing it, so it goes anyway
+    abandoned = tmp_path / f".exported.export-{os.getpid()}-k1ll3d00"
     abandoned.mkdir()
     (abandoned / "model.safetensors").write_bytes(b"half")
-    other = tmp_path / ".exported-v2.abcdefgh.partial"  # another --out's folder: not ours to remove
+    other = tmp_path / ".exported-v2.export-1-abcdefgh"  # another --out's folder: not ours to remove
     other.mkdir()
     with open(tmp_path / ".exported.export-lock", "a+") as held:  # an export to the same --out is running
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -71,7 +72,7 @@ def test_export_removes_what_a_killed_export_left_and_refuses_a_concurrent_one(t
     done = subprocess.run(pefomed("export", tiny_run, "--out", out), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert not abandoned.exists() and other.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".exported-v2.abcdefgh.partial", "exported"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".exported-v2.export-1-abcdefgh", "exported"]
 
 
 @pytest.mark.slow

@@ -20,7 +20,8 @@ from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel
 
 from pefomed.errors import UserError
-from pefomed.recipe import TINY_MIN_VOCAB, Recipe, load_recipe
+from pefomed.models.tiny import TINY_MIN_VOCAB
+from pefomed.recipe import Recipe, fields_of, load_recipe
 
 PEFOMED = shutil.which("pefomed")
 
@@ -112,7 +113,7 @@ def test_every_numeric_field_has_a_range_or_a_stated_reason():
     missing = []
 
     def walk(model: type[BaseModel]):
-        for name, field in model.model_fields.items():
+        for name, field in fields_of(model).items():  # the model kinds' keys (model.tiny, ...) too
             annotation = field.annotation
             inner = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
             if isinstance(inner[0], type) and issubclass(inner[0], BaseModel):
@@ -231,11 +232,11 @@ def test_infer_options_are_checked_before_anything_loads(kwargs, says):
 def test_score_options_have_ranges():
     from pefomed.score.run import ScoreOptions
 
-    for kwargs, says in (({"bootstrap": 10**11}, "option bootstrap (--bootstrap) must be <= 1,000,000"),
+    for kwargs, says in (({"bootstrap": 10**11}, "`bootstrap` must be <= 1,000,000"),
                          ({"bootstrap": -1}, "must be >= 0"),
-                         ({"seed": -1}, "option seed (--seed)"),
-                         ({"alpha": 0.0}, "option alpha (--alpha)"),
-                         ({"judge_url": ""}, "option judge_url (--judge-url) must be a non-empty text")):
+                         ({"seed": -1}, "`seed` must be 0 or more"),
+                         ({"alpha": 0.0}, "`alpha` must be in (0, 1)"),
+                         ({"judge_url": ""}, "`judge_url` must be a non-empty text")):
         with pytest.raises(UserError) as err:
             ScoreOptions.from_kwargs(kwargs)
         assert says in str(err.value), str(err.value)
@@ -288,7 +289,7 @@ def test_study_dry_run_refuses_what_the_run_would(tmp_path, demo_data, capsys):
         (_study(demo_data, score={"metrics": ["bleu/4"]}), "key 'score.metrics[0]': no section 'bleu'"),
         (_study(demo_data, selection={"metric": "vqa/overall+report/CIDEr"}),
          "key 'selection.metric': 'report' has no metric 'CIDEr'"),
-        (_study(demo_data, score={"bootstrap": 10**12}), "key 'score.bootstrap': option bootstrap (--bootstrap) "
+        (_study(demo_data, score={"bootstrap": 10**12}), "key 'score.bootstrap': `bootstrap` "
                                                          "must be <= 1,000,000"),
         (_study(demo_data, score={"alpha": 2}), "key 'score.alpha'"),
         (_study(demo_data, infer={"max_new_tokens": 10**9}), "study keys infer / selection: `pefomed infer` would "
@@ -336,7 +337,7 @@ def test_the_console_script_exits_2_with_one_message(tmp_path, demo_data):
         "workers": (["infer", "tiny-demo", "--data", str(demo_data), "--out", out, "--workers", "10000",
                      "--shots-seed", "3"], "--workers must be at most 64"),
         "bootstrap": (["score", str(pred), "--bootstrap", "100000000000"],
-                      "option bootstrap (--bootstrap) must be <= 1,000,000"),
+                      "--bootstrap must be <= 1,000,000"),
     }
     env = {**os.environ, "COLUMNS": "300", "NO_COLOR": "1"}
     procs = {name: subprocess.Popen([PEFOMED, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -47,9 +47,9 @@ def test_bad_alpha_is_one_line_and_exit_2(tmp_path):
     res = _run(a, "--alpha", "2", cwd=tmp_path)
     assert res.returncode == 2
     lines = [line for line in (res.stdout + res.stderr).splitlines() if line.strip()]
-    assert lines == ["error: option alpha (--alpha) must be in (0, 1), got 2.0"]
+    assert lines == ["error: --alpha must be in (0, 1), got 2.0"]
     res = _run(a, "--resample-unit", "scan", cwd=tmp_path)
-    assert res.returncode == 2 and "option resample_unit (--resample-unit) must be one of sample, image" in res.stderr
+    assert res.returncode == 2 and "--resample-unit must be one of sample, image" in res.stderr
 
 
 def test_out_writes_metrics_and_report(tmp_path):
@@ -88,9 +88,9 @@ def test_library_errors_name_the_option_key(tmp_path):
     from pefomed.score.run import score_files
 
     a = _write(tmp_path / "a.jsonl", ["yes"], ["yes"])
-    with pytest.raises(UserError, match=r"option bootstrap \(--bootstrap\) must be >= 0, got -1"):
+    with pytest.raises(UserError, match=r"`bootstrap` must be >= 0, got -1"):
         score_files([a], bootstrap=-1)
-    with pytest.raises(UserError, match=r"option seed \(--seed\) must be int, got '3'"):
+    with pytest.raises(UserError, match=r"`seed` must be a whole number, got '3'"):
         score_files([a], seed="3")
-    with pytest.raises(TypeError, match="unknown score option.*: alhpa"):
+    with pytest.raises(TypeError, match="unknown ScoreOptions key.*: alhpa"):
         score_files([a], alhpa=0.1)

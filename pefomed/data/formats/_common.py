@@ -112,9 +112,9 @@ def parse_fractions(text: str | None, default=DEFAULT_FRACTIONS) -> tuple[float,
     try:
         parts = [float(p) for p in text.split(",")]
     except ValueError:
-        raise UserError(f"--split: expected three numbers train,val,test, got {text!r}") from None
+        raise UserError(f"`split`: expected three numbers train,val,test, got {text!r}") from None
     if len(parts) != 3 or any(p < 0 for p in parts) or abs(sum(parts) - 1.0) > 1e-6:
-        raise UserError(f"--split: expected three non-negative fractions summing to 1, got {text!r}")
+        raise UserError(f"`split`: expected three non-negative fractions summing to 1, got {text!r}")
     return parts[0], parts[1], parts[2]
 
 
@@ -307,6 +307,6 @@ def image_root(source: Path, images: Path | None) -> Path:
     """The folder images are resolved against: --images if given, else the source folder."""
     if images is not None:
         if not images.is_dir():
-            raise UserError(f"{images}: --images is not a folder")
+            raise UserError(f"{images}: `images` is not a folder")
         return images
     return source if source.is_dir() else source.parent

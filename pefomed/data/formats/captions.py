@@ -33,7 +33,7 @@ def read_captions(source: Path, options: PrepareOptions) -> SourceSplits:
             caption = clean(text_field(rec["caption"], where, "caption"), where, "caption")
             if not caption:
                 if not options.skip_bad:
-                    raise UserError(f"{where}: empty caption", hint="pass --skip-bad to skip it")
+                    raise UserError(f"{where}: empty caption", hint="pass `skip_bad` to skip it")
                 skipped.append({"id": sample_id, "reason": f"empty caption ({where})"})
                 continue
             images = image_list(rec["image"], where, "image")

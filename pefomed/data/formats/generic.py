@@ -71,7 +71,7 @@ def _read_table(source: Path, options: PrepareOptions, kind: str,
         raise UserError(f"{source}: no {kind} file (a file, or a folder with train/val/test {'/'.join(suffixes)} files)")
     unknown_keys = [k for k in options.column_map if not k.isidentifier()]
     if unknown_keys:
-        raise UserError(f"--map: field names must be plain words, got {', '.join(unknown_keys)}")
+        raise UserError(f"`map`: field names must be plain words, got {', '.join(unknown_keys)}")
     col = {f: options.column_map.get(f, f) for f in FIELDS}
     extra = {k: v for k, v in options.column_map.items() if k not in FIELDS}
     root = image_root(source, options.images)
@@ -88,7 +88,7 @@ def _read_table(source: Path, options: PrepareOptions, kind: str,
             where = f"{path}:{line}"
             for need in ("answer", "image"):
                 if col[need] not in row:
-                    raise UserError(f"{where}: no column {col[need]!r} for {need} (use --map {need}=COLUMN)")
+                    raise UserError(f"{where}: no column {col[need]!r} for {need} (use `map` {need}=COLUMN)")
             task = clean(row.get(col["task"]), where, col["task"]) or ("vqa" if vqa_file else "report")
             if task not in ("vqa", "report"):
                 raise UserError(f"{where}: task {short(task, 40)} must be vqa or report")
@@ -97,7 +97,7 @@ def _read_table(source: Path, options: PrepareOptions, kind: str,
                 if col["question"] not in row:
                     raise UserError(f"{where}: a vqa row without the {col['question']!r} field"
                                     + (" (other rows of the file have it)" if vqa_file else ""),
-                                    hint="add the question, or map its column with --map question=COLUMN")
+                                    hint="add the question, or map its column with `map` question=COLUMN")
                 question = text_field(row[col["question"]], where, col["question"])
             answer = answer_text(row[col["answer"]], where)
             given_id = clean(row.get(col["id"]), where, col["id"])
@@ -176,6 +176,6 @@ def read_folder(source: Path, options: PrepareOptions) -> SourceSplits:
         by_split.setdefault(split, []).append(Sample(id=sample_id, task="report", images=[str(image)], answer=report))
     if problems and not options.skip_bad:
         raise UserError(f"{len(problems)} image(s) without a report or a readable file:\n  " + "\n  ".join(problems[:20]),
-                        hint="add NAME.txt beside each image, fix the links, or pass --skip-bad to skip them")
+                        hint="add NAME.txt beside each image, fix the links, or pass `skip_bad` to skip them")
     notes: dict[str, object] = {}
     return SourceSplits(splits=_finish(by_split, options, notes), root=source, skipped=skipped, notes=notes)

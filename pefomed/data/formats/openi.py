@@ -76,7 +76,7 @@ def _studies_from_csv(source: Path, image_root: Path) -> list[dict]:
 @register("openi")
 def read_openi(source: Path, options: PrepareOptions) -> SourceSplits:
     if options.section not in SECTIONS:
-        raise UserError(f"--section must be one of {', '.join(SECTIONS)}, got {options.section!r}")
+        raise UserError(f"`section` must be one of {', '.join(SECTIONS)}, got {options.section!r}")
     if not source.is_dir():
         raise UserError(f"{source}: not a folder (openi expects ecgen-radiology/ or indiana_reports.csv)")
     fractions = parse_fractions(options.split)
@@ -111,6 +111,6 @@ def read_openi(source: Path, options: PrepareOptions) -> SourceSplits:
     if problems and not options.skip_bad:
         listing = "\n  ".join(problems[:20]) + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "")
         raise UserError(f"{len(problems)} study(ies) without a usable report or image:\n  {listing}",
-                        hint="pass --skip-bad to skip them (they are listed in manifest.json), or choose another --section")
+                        hint="pass `skip_bad` to skip them (they are listed in manifest.json), or choose another `section`")
     notes = {"layout": layout, "split": {"rule": "seeded, by study", "fractions": list(fractions), "seed": options.seed}}
     return SourceSplits(splits=seeded_split(groups, fractions, options.seed), notes=notes, skipped=skipped, root=image_root)

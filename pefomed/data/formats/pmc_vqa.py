@@ -69,7 +69,7 @@ def read_pmc_vqa(source: Path, options: PrepareOptions) -> SourceSplits:
                 raise UserError(f"{where}: Answer_label {short(label, 60)} is not one of the choices {', '.join(choices)}")
             if options.multiple_choice:
                 if not choices or not label:
-                    raise UserError(f"{where}: --multiple-choice needs Choice A..D and Answer_label")
+                    raise UserError(f"{where}: `multiple_choice` needs Choice A..D and Answer_label")
                 question = question + "\n" + "\n".join(f"{L}: {t}" for L, t in choices.items())
                 answer, answer_type = f"{label}: {choices[label]}", "closed"
             else:

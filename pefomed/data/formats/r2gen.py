@@ -50,7 +50,7 @@ def read_r2gen(source: Path, options: PrepareOptions) -> SourceSplits:
             report = clean(text_field(rec["report"], where, "report"), where, "report")
             if report is None:
                 if not options.skip_bad:
-                    raise UserError(f"{where}: empty report", hint="pass --skip-bad to skip such studies")
+                    raise UserError(f"{where}: empty report", hint="pass `skip_bad` to skip such studies")
                 skipped.append({"id": rec_id, "split": split, "reason": "empty report"})
                 continue
             meta = compact({"study_id": rec.get("study_id"), "subject_id": rec.get("subject_id"),

@@ -44,7 +44,7 @@ def read_roco(source: Path, options: PrepareOptions) -> SourceSplits:
             name, caption = name.strip(), clean(caption)
             if not caption:
                 if not options.skip_bad:
-                    raise UserError(f"{path}:{lineno}: {name} has an empty caption", hint="pass --skip-bad to skip it")
+                    raise UserError(f"{path}:{lineno}: {name} has an empty caption", hint="pass `skip_bad` to skip it")
                 skipped.append({"id": name, "split": split, "reason": f"empty caption ({path}:{lineno})"})
                 continue
             splits.setdefault(split, []).append(Sample(

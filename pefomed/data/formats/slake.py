@@ -26,7 +26,7 @@ LANGUAGES = ("en", "zh", "all")
 @register("slake")
 def read_slake(source: Path, options: PrepareOptions) -> SourceSplits:
     if options.language not in LANGUAGES:
-        raise UserError(f"--language must be one of {', '.join(LANGUAGES)}, got {options.language!r}")
+        raise UserError(f"`language` must be one of {', '.join(LANGUAGES)}, got {options.language!r}")
     if not source.is_dir():
         raise UserError(f"{source}: not a folder (slake expects train.json, validate.json, test.json and imgs/)")
     image_dir = options.images or source / "imgs"

@@ -30,11 +30,11 @@ def read_vqa_rad(source: Path, options: PrepareOptions) -> SourceSplits:
     path = source / JSON_NAME if source.is_dir() else source
     if not path.is_file():
         raise UserError(f"{source}: not the VQA-RAD OSF release, {JSON_NAME!r} not found",
-                        hint="for the trainset.json/testset.json layout use --format data-rad")
+                        hint="for the trainset.json/testset.json layout use `format` data-rad")
     folder = path.parent
     image_dir = options.images or folder / IMAGE_DIR
     if not image_dir.is_dir():
-        raise UserError(f"{folder}: image folder {IMAGE_DIR!r} not found (or pass --images)")
+        raise UserError(f"{folder}: image folder {IMAGE_DIR!r} not found (or pass `images`)")
     records = need_list(read_json(path), path)
     splits: dict[str, list[Sample]] = {"train": [], "test": []}
     for index, rec in enumerate(records):
