@@ -43,8 +43,7 @@ def parameters(cls: type) -> list[inspect.Parameter]:
             spec = typer.Argument(default, help=help_text, metavar=d.meta["metavar"] or d.name.upper(),
                                   show_default=False)
         else:
-            negatable = d.meta["negatable"] if d.meta["negatable"] is not None else d.default is True
-            decls = [f"{d.flag}/{d.negated_flag}" if d.kind is bool and negatable else d.flag]
+            decls = [f"{d.flag}/{d.negated_flag}" if d.kind is bool and d.negatable else d.flag]
             decls += [d.meta["short"]] if d.meta["short"] else []
             spec = typer.Option(default, *decls, help=help_text, metavar=metavar,
                                 show_default=default not in (None, ...) and not isinstance(default, bool))
@@ -75,3 +74,28 @@ def register(app: typer.Typer, name: str, cls: type, run: Callable, help: str) -
     command.__annotations__ = {p.name: p.annotation for p in params}
     command.__name__ = name.replace("-", "_")
     app.command(name=name, help=help)(command)
+
+
+def reference_markdown() -> str:
+    """docs/cli.md's option tables, one per command, from the declarations (tools/cli_reference.py
+    writes them; tests/cli/test_declared_options.py fails when the file differs)."""
+    from pefomed.options import COMMANDS, command_class
+
+    out = []
+    for name in COMMANDS:
+        cls = command_class(name)
+        declared = cls.flat_fields()
+        flags = {d.name: d.flag for d in declared if not d.meta["positional"]}
+        out += [f"### pefomed {name}", "", "| argument / flag | key | type | default | what it does |",
+                "|---|---|---|---|---|"]
+        for d in declared:
+            kind = _TYPE_NAMES.get(d.kind, "true/false" if d.kind is bool else "text")
+            kind += " (repeatable)" if d.repeated else ""
+            shown = d.name.upper() if d.meta["positional"] else (
+                f"{d.flag} / {d.negated_flag}" if d.kind is bool and d.negatable
+                else d.flag)
+            default = "required" if d.default is MISSING else "" if d.default in (None, []) else f"`{d.default}`"
+            text = _help(d.help, flags).replace("|", "\\|").replace("\n", " ")
+            out.append(f"| `{shown}` | `{d.name}` | {kind} | {default} | {text} |")
+        out.append("")
+    return "\n".join(out)

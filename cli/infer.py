@@ -38,7 +38,8 @@ def register(app: typer.Typer) -> None:
 
     def infer(command: InferCommand):
         from pefomed.console import console
-        from pefomed.infer.run import infer as run_infer, process_shard
+        from pefomed.infer.run import infer as run_infer
+        from pefomed.infer.shards import process_shard
 
         written = run_infer(command.source, command.out, data=command.data, split=command.split,
                             images=command.images, question=command.question, options=command.options,

@@ -195,10 +195,8 @@ class ModelSection(_Section):
     def _registered_kind(cls, value: Any) -> str:
         names = model_kinds()
         if not isinstance(value, str) or value not in names:
-            from pydantic_core import PydanticKnownError
-
             # the message a Literal of the kinds gives (it was one until kinds became plug-ins)
-            raise PydanticKnownError("literal_error", {"expected": _literal_listing(names)})
+            raise ValueError(f"Input should be {_literal_listing(names)}")
         return value
 
     @model_validator(mode="wrap")
@@ -206,8 +204,6 @@ class ModelSection(_Section):
     def _with_kind_keys(cls, data: Any, handler):
         if not isinstance(data, dict):
             return handler(data)  # a ModelSection already, or not a mapping (pydantic says so)
-        from pydantic_core import PydanticCustomError
-
         keys = kind_keys()
         own = {k: v for k, v in data.items() if k in cls.model_fields}
         theirs = {k: v for k, v in data.items() if k not in cls.model_fields}  # unknown keys are refused there
@@ -226,8 +222,8 @@ class ModelSection(_Section):
             order = {key: i for i, key in enumerate(fields_of(cls))}
             errors.sort(key=lambda e: order.get(e["loc"][0] if e["loc"] else "", len(order)))
             raise ValidationError.from_exception_data(cls.__name__, [
-                {"type": PydanticCustomError(e["type"], e["msg"].replace("{", "{{").replace("}", "}}")),
-                 "loc": e["loc"], "input": e["input"]} for e in errors])
+                {"type": e["type"], "loc": e["loc"], "input": e["input"], **({"ctx": e["ctx"]} if "ctx" in e else {})}
+                for e in errors])
         section.__pydantic_extra__.update({key: getattr(added, key) for key in keys.model_fields})
         section.__pydantic_fields_set__.update(theirs)
         return section
@@ -251,17 +247,25 @@ def fields_of(section: type[BaseModel]) -> dict[str, Any]:
 class MethodSection(_Section):
     name: MethodName = Field("lora", description="the tuning method (pefomed.methods.METHODS)")
     # rank: at most 4096 (a rank above a layer's width adds nothing; no LLM layer is much wider)
-    r: int = Field(64, gt=0, le=4096)
+    r: int = Field(64, gt=0, le=4096, description="rank of each LoRA-family adapter: the inner width of its two "
+                                                  "low-rank matrices")
     # the update is scaled by alpha / r (alpha / sqrt(r) for rslora): 0 switches the adapter off and
     # a negative alpha flips its sign; 100,000 is far past any rank's usual 2 x r
-    alpha: float = Field(16, gt=0, le=100_000)
-    dropout: float = Field(0.05, ge=0, lt=1)  # a probability; 1 would drop every input
+    alpha: float = Field(16, gt=0, le=100_000, description="LoRA scaling: the adapter's update is multiplied by "
+                                                           "alpha / r (alpha / sqrt(r) for rslora)")
+    # a probability; 1 would drop every input
+    dropout: float = Field(0.05, ge=0, lt=1, description="dropout probability on each adapter's input (0: none)")
     # leaf module names (an empty list is reported when the model is known: which names exist)
-    target_modules: list[Annotated[str, Field(min_length=1)]] = ["q_proj", "v_proj"]
-    vision_lora: bool = False  # LoRA on the vision tower is opt-in
-    train_projector: bool = True
-    num_virtual_tokens: int = Field(20, gt=0, le=4096)  # prefix / prompt tuning: LLM positions in front of every input
-    full_parts: list[Literal["vision", "projector", "llm"]] = ["projector", "llm"]  # method=full
+    target_modules: list[Annotated[str, Field(min_length=1)]] = Field(
+        ["q_proj", "v_proj"], description="leaf module names the adapter wraps, in the LLM only (and in the vision "
+                                          "tower too with method.vision_lora)")
+    vision_lora: bool = Field(False, description="also adapt the same module names in the vision tower (opt-in)")
+    train_projector: bool = Field(True, description="the vision-to-LLM projector trains (and is saved) under every "
+                                                    "adapter method")
+    num_virtual_tokens: int = Field(20, gt=0, le=4096, description="prefix / prompt tuning: learnt LLM positions "
+                                                                   "put in front of every input")
+    full_parts: list[Literal["vision", "projector", "llm"]] = Field(
+        ["projector", "llm"], description="method.name=full: the components whose weights all train")
     quantize: Optional[Literal["4bit"]] = Field(
         None, description="QLoRA: hold the frozen LLM in 4-bit NF4 (bitsandbytes, double quantisation) under a "
                           "LoRA-family method; the adapter and projector train in full precision")
@@ -302,17 +306,23 @@ class DataSection(_Section):
     eval_transform: Literal["deterministic", "released"] = Field(
         "deterministic", description="evaluation and inference images: the deterministic resize (the paper's "
                                      "intent), or `released`: the training transform, as PeFoMed's code ran it")
-    train_split: str = Field("train", min_length=1)  # a split name is a file name: DATA_DIR/<split>.jsonl
-    val_split: Optional[str] = Field(None, min_length=1)
+    train_split: str = Field("train", min_length=1, description="the split training reads: DATA_DIR/<name>.jsonl")
+    val_split: Optional[str] = Field(None, min_length=1, description="the split evaluation reads (train.eval_every); "
+                                                                    "null: val")
     answer_types: Optional[list[Literal["closed", "open"]]] = Field(
         None, min_length=1, description="train (and validate, train.eval_every) on the VQA questions of these answer "
                                         "types only, e.g. [closed] (Med-R1 trains on closed questions); a question "
                                         "without answer_type is closed when its answer is yes/no (as `pefomed "
                                         "score`); null: every question")
     # one template, a list (pool), {closed: [...], open: [...]}, or "pool:NAME" (pefomed.instructions)
-    vqa_template: Union[str, list[str], dict[str, list[str]]] = "{question}"
-    report_prompt: Union[str, list[str]] = "Describe the findings of this image."
-    template_seed: int = Field(0, ge=0, le=SEED_MAX)  # picks each sample's template from a pool (hashed with the id)
+    vqa_template: Union[str, list[str], dict[str, list[str]]] = Field(
+        "{question}", description="a VQA sample's instruction: a template with {question}, a list (a pool: one per "
+                                  "sample), {closed: [...], open: [...]}, or pool:NAME")
+    report_prompt: Union[str, list[str]] = Field(
+        "Describe the findings of this image.", description="a report sample's instruction: a prompt, a list (a "
+                                                            "pool), or pool:NAME")
+    template_seed: int = Field(0, ge=0, le=SEED_MAX, description="picks each sample's template from a pool (hashed "
+                                                                 "with the sample id: always the same one for it)")
     system_prompt: Optional[str] = Field(
         None, min_length=1, description="a system turn before every prompt (prepended to the first user text "
                                         "when the chat template has no system role; docs/prompting.md)")
@@ -325,7 +335,9 @@ class DataSection(_Section):
         check(self.report_prompt, "data.report_prompt", needs_question=False)
         return self
     # at least 9 tokens: room for a prompt and an answer; at most MAX_TOKENS (past any context window)
-    max_length: int = Field(1024, gt=8, le=MAX_TOKENS)
+    max_length: int = Field(1024, gt=8, le=MAX_TOKENS, description="tokens per sample, image tokens included: a "
+                                                                   "longer answer loses its tail, a longer prompt "
+                                                                   "is an error")
 
 
 class GrpoSection(_Section):
@@ -365,41 +377,63 @@ class GrpoSection(_Section):
 
 class TrainSection(_Section):
     # passes over the data (fractions allowed); 10,000 epochs is far past any fine-tune
-    epochs: float = Field(1, gt=0, le=10_000)
-    max_steps: Optional[int] = Field(None, gt=0, le=MAX_STEPS)
+    epochs: float = Field(1, gt=0, le=10_000, description="passes over the training data (fractions allowed); "
+                                                          "train.max_steps wins when set")
+    max_steps: Optional[int] = Field(None, gt=0, le=MAX_STEPS, description="optimizer steps to train; null: as many "
+                                                                          "as train.epochs make")
     batch_size: int = Field(4, gt=0, le=MAX_BATCH, description="micro batch per process")
-    grad_accum: int = Field(1, gt=0, le=MAX_BATCH)  # micro-batches per optimizer step
-    lr: float = Field(1e-4, gt=0, le=MAX_LR)
-    warmup_steps: int = Field(0, ge=0, le=MAX_STEPS)
+    grad_accum: int = Field(1, gt=0, le=MAX_BATCH, description="micro-batches per optimizer step (global batch = "
+                                                               "batch_size x processes x grad_accum)")
+    lr: float = Field(1e-4, gt=0, le=MAX_LR, description="peak learning rate of AdamW, reached at the end of the "
+                                                         "warmup")
+    warmup_steps: int = Field(0, ge=0, le=MAX_STEPS, description="optimizer steps of linear warmup from "
+                                                                 "warmup_start_lr to lr; 0: none (one epoch under "
+                                                                 "scheduler epoch_cosine)")
     # both rates are at most train.lr (checked below): the warmup rises to lr and the decay falls from it
-    warmup_start_lr: float = Field(0.0, ge=0, le=MAX_LR)
-    min_lr: float = Field(0.0, ge=0, le=MAX_LR)
-    scheduler: Literal["cosine", "constant", "linear", "epoch_cosine"] = "cosine"
+    warmup_start_lr: float = Field(0.0, ge=0, le=MAX_LR, description="learning rate the warmup starts from")
+    min_lr: float = Field(0.0, ge=0, le=MAX_LR, description="learning rate the decay ends at (cosine, linear, "
+                                                            "epoch_cosine)")
+    scheduler: Literal["cosine", "constant", "linear", "epoch_cosine"] = Field(
+        "cosine", description="after the warmup: cosine or linear decay to min_lr at the last step, constant, or "
+                              "epoch_cosine (MiniGPT-4 / PeFoMed's, per train.epoch_steps)")
     # AdamW's decoupled decay shrinks each matrix by lr x weight_decay per step; 10 is past any
     # published setting (0.01-0.1), and 0 turns it off
-    weight_decay: float = Field(0.0, ge=0, le=10)
+    weight_decay: float = Field(0.0, ge=0, le=10, description="AdamW's decoupled weight decay, on matrices only; "
+                                                              "0: none")
     # Adam's moment decay rates: each in [0, 1) (1 never forgets, and the bias correction divides by 0)
-    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = Field(
+        (0.9, 0.999), description="AdamW's decay rates of the first and second moment estimates")
     # clip the gradient norm to this; 0 or null: no clipping (DeepSpeed's gradient_clipping 0.0).
     # Any non-negative finite value is a valid threshold, so no upper bound.
-    max_grad_norm: Optional[float] = Field(1.0, ge=0)
-    seed: int = Field(0, ge=0, le=TRAIN_SEED_MAX)
+    max_grad_norm: Optional[float] = Field(1.0, ge=0, description="clip the gradient norm to this; 0 or null: no "
+                                                                  "clipping")
+    seed: int = Field(0, ge=0, le=TRAIN_SEED_MAX, description="seeds the data order, initialisation, dropout and "
+                                                              "random crops")
     # a preset name or a JSON file (checked when training starts, where the file is read)
     deepspeed: str = Field("zero2", min_length=1, description="zero0|zero2|zero3|zero3_offload or a JSON file")
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    gradient_checkpointing: bool = False
-    log_every: int = Field(1, gt=0, le=MAX_STEPS)
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="dtype the base model loads and trains in: fp32, bf16 (CPU or GPU) or fp16 (CUDA GPU "
+                            "only)")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass "
+                                                            "(non-reentrant): less memory, more compute")
+    log_every: int = Field(1, gt=0, le=MAX_STEPS, description="a train_log.jsonl row every N optimizer steps (and "
+                                                              "at the last)")
     save_every: Optional[int] = Field(None, gt=0, le=MAX_STEPS,
                                       description="checkpoint every N optimizer steps (and at the end)")
-    keep_checkpoints: int = Field(2, gt=0, le=1_000_000)  # checkpoints kept on disk (0 would delete the one to resume)
+    # 0 would delete the one to resume from
+    keep_checkpoints: int = Field(2, gt=0, le=1_000_000, description="resumable checkpoints kept on disk (older "
+                                                                     "ones are deleted)")
     eval_every: Optional[int] = Field(None, gt=0, le=MAX_STEPS,
                                       description="evaluate on data.val_split every N steps (and at the end)")
     eval_max_samples: Optional[int] = Field(None, gt=0, le=MAX_STEPS,
                                             description="evaluate on the first N val samples only")
-    select_metric: Literal["auto", "vqa_accuracy", "bleu4_cider"] = "auto"
+    select_metric: Literal["auto", "vqa_accuracy", "bleu4_cider"] = Field(
+        "auto", description="the evaluation metric that picks RUN_DIR/best/; auto: VQA exact-match accuracy, or "
+                            "BLEU-4 + CIDEr for reports")
     init_from: Optional[str] = Field(None, min_length=1,
                                      description="a RUN_DIR whose adapter/weights start this run (two-stage training)")
-    tensorboard: bool = True  # log to RUN_DIR/tensorboard when the tensorboard package is installed
+    tensorboard: bool = Field(True, description="log to RUN_DIR/tensorboard when the tensorboard package is "
+                                                "installed")
     num_workers: int = Field(0, ge=0, le=MAX_WORKERS, description="DataLoader worker processes that decode images "
                                                                   "and run the processor ahead of the model (0: in "
                                                                   "the training process)")
@@ -444,9 +478,10 @@ class TrainSection(_Section):
 
 
 class InferSection(_Section):
-    batch_size: int = Field(8, gt=0, le=MAX_BATCH)
-    max_new_tokens: int = Field(32, gt=0, le=MAX_TOKENS)
-    num_beams: int = Field(1, gt=0, le=MAX_SEQUENCES)  # each beam is one more sequence in the batch's memory
+    batch_size: int = Field(8, gt=0, le=MAX_BATCH, description="questions generated for at once (per process)")
+    max_new_tokens: int = Field(32, gt=0, le=MAX_TOKENS, description="longest generated answer, in tokens")
+    # each beam is one more sequence in the batch's memory
+    num_beams: int = Field(1, gt=0, le=MAX_SEQUENCES, description="beam search width; 1: greedy (or sampling)")
     temperature: float = Field(0.0, ge=0, le=100, description="0: greedy; above 0: sampling at this temperature")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling (with temperature > 0)")
     repetition_penalty: float = Field(1.0, gt=0, le=100, description="above 1 discourages repeated tokens")
@@ -465,11 +500,11 @@ class InferSection(_Section):
 
 class Recipe(_Section):
     # a factory: the model section's defaults include the keys of kinds registered after this module loads
-    model: ModelSection = Field(default_factory=ModelSection)
-    method: MethodSection = MethodSection()
-    data: DataSection = DataSection()
-    train: TrainSection = TrainSection()
-    infer: InferSection = InferSection()
+    model: ModelSection = Field(default_factory=ModelSection, description="the base model")
+    method: MethodSection = Field(MethodSection(), description="the tuning method and its settings")
+    data: DataSection = Field(DataSection(), description="the training data and the instructions")
+    train: TrainSection = Field(TrainSection(), description="the training run")
+    infer: InferSection = Field(InferSection(), description="generation: pefomed infer and training's evaluation")
 
     @model_validator(mode="after")
     def _vision_freezing_agrees_with_the_method(self):

@@ -24,19 +24,6 @@ AUTO_RULE = (f"CUDA: the first of min({AUTO_START}, samples), then half of it, a
              f"infer.batch_size")
 
 
-def parse_batch_size(raw: str | int | None) -> int | str | None:
-    """--batch-size: None (the recipe's), a whole number at least 1, or "auto"."""
-    if raw is None or isinstance(raw, int):
-        return raw
-    text = str(raw).strip()
-    if text.lower() == "auto":
-        return "auto"
-    try:
-        return int(text)
-    except ValueError:
-        raise UserError(f"--batch-size must be a whole number or 'auto', got {text[:40]!r}") from None
-
-
 def _release_cuda_memory() -> None:
     import torch
 
@@ -67,9 +54,9 @@ def largest_fitting(try_batch: Callable[[int], object], start: int,
             return size, tried
         release()
         if size == 1:
-            raise UserError("--batch-size auto: one sample with the longest prompt does not fit in GPU memory "
+            raise UserError("`batch_size` auto: one sample with the longest prompt does not fit in GPU memory "
                             f"(tried {', '.join(str(t['batch_size']) for t in tried)})",
-                            hint="lower --max-new-tokens or --num-return-sequences, or use a larger GPU")
+                            hint="lower `max_new_tokens` or `num_return_sequences`, or use a larger GPU")
         size //= 2
 
 

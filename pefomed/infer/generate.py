@@ -97,7 +97,7 @@ def resolve_prompting(samples: list[Sample], image_root: Path, recipe, bundle, p
     prompting = Prompting.of(prompting).with_ablation(samples)
     data = prompting.data_section(recipe.data)
     if prompting.template is not None and not any(s.task == "vqa" for s in samples):
-        raise UserError("--template sets the VQA instruction, but every sample here is a report request "
+        raise UserError("`template` sets the VQA instruction, but every sample here is a report request "
                         "(their prompt is data.report_prompt)")
     if prompting.shots:
         from pefomed.data.collate import check_few_shot

@@ -18,7 +18,7 @@ from pefomed.models.bundle import innermost
 from pefomed.records import Sample
 
 RANK_RULE = ("candidates: the sample's meta 'choices' or 'options' (a {letter: text} mapping or a list; "
-             "'L: text' when the question lists the choices that way, as `prepare --multiple-choice` does), "
+             "'L: text' when the question lists the choices that way, as prepare's pmc-vqa `multiple_choice` does), "
              "else, for every English closed question: the alternatives the question names around 'or' "
              "(also 'vs'/'versus'; 'X or Y', 'X, Y or Z', 'X or Y or Z'; each a phrase of at most 3 words with "
              "articles dropped, given also as its shorter forms and with a head noun the last one carries: "

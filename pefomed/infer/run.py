@@ -2,16 +2,9 @@
 RUN_DIR, or a base model never trained here: the zero-shot baseline), write PRED.jsonl and, beside
 it, PRED.settings.json saying what was asked (model source, prompts, generation settings).
 
-An interrupted run leaves PRED.jsonl.partial plus PRED.settings.json.partial; the same command
-resumes from them. A .partial written for other inputs (another model, data set, split or prompt)
-is refused rather than mixed into the new answers.
-
-Data-parallel: under a launcher (`torchrun --nproc_per_node N -m pefomed.cli.app infer ...`, or
-`deepspeed`) that sets RANK and WORLD_SIZE, process r answers samples r, r+N, r+2N, ... of the input
-order into PRED.jsonl.part-r-of-N (through its own resumable .partial), and rank 0 merges the N
-parts into PRED.jsonl in input order once every part is complete. The processes exchange nothing
-but these files and one gloo barrier at the start (no GPU collective), so CPU and GPU runs alike
-need only the launcher's rendezvous address.
+An interrupted run resumes from its .partial files (pefomed.infer.resume); under a launcher each
+process answers its shard and rank 0 merges them (pefomed.infer.shards). The options are declared
+in pefomed.options.infer.
 
 Throughput: `--workers N` builds the batches (images decoded, prompts encoded and padded) in N
 DataLoader worker processes ahead of the model (pefomed.infer.batches; the same file either way);
@@ -20,19 +13,18 @@ DataLoader worker processes ahead of the model (pefomed.infer.batches; the same 
 
 from __future__ import annotations
 
-import glob
 import json
-import os
-import re
 from pathlib import Path
 from typing import Any
 
 from pefomed.console import console
 from pefomed.errors import UserError
 from pefomed.infer.fewshot import Prompting, prompt_settings
+from pefomed.infer.resume import claim_partial, interrupted_settings, publish_settings
+from pefomed.infer.shards import (check_layout, claim_shard, meet, merge_parts, part_company, part_path,
+                                  process_shard, use_local_device, wait_for_parts)
 from pefomed.options import flag_of
 from pefomed.options.infer import InferOptions
-from pefomed.io import short, write_json
 from pefomed.models.source import ModelSource, load_source, resolve_source
 from pefomed.recipe import Recipe
 from pefomed.records import settings_path
@@ -47,11 +39,6 @@ def subsample(samples: list, limit: int | None, seed: int) -> list:
 
     chosen = set(random.Random(seed).sample(sorted(s.id for s in samples), limit))
     return [s for s in samples if s.id in chosen]
-
-
-def _settings_record(out: Path) -> Path:
-    """PRED.settings.json.partial: the settings of a run still writing (or interrupted)."""
-    return settings_path(out).with_name(settings_path(out).name + ".partial")
 
 
 def skipped_path(out: Path) -> Path:
@@ -82,234 +69,6 @@ def prediction_settings(source: ModelSource, recipe: Recipe, inputs: dict, promp
     if batch_size_auto is not None:  # --batch-size auto: how the size was chosen
         settings["generation"]["batch_size_auto"] = batch_size_auto
     return settings
-
-
-def _what_defines_the_answers(settings: dict) -> dict:
-    """The settings a resumed run must share with the interrupted one (batch size may change)."""
-    kept = json.loads(json.dumps(settings))
-    # decoding workers and how a batch size was found change no answer; settings written before
-    # these keys existed meant one answer per question and one slice per DICOM file
-    for key in ("workers", "batch_size_auto"):
-        kept["generation"].pop(key, None)
-    kept["generation"].setdefault("num_return_sequences", 1)
-    if "image_transform" not in kept:  # written before data.eval_transform existed: the deterministic one
-        from pefomed.data.transforms import describe as describe_images
-
-        kept["image_transform"] = describe_images(None)
-    if "images" in kept["inputs"]:
-        kept["inputs"].setdefault("series_frames", 1)
-    if isinstance(kept.get("prompt"), dict):  # written before image ablations existed: none
-        kept["prompt"].setdefault("image_ablation", None)
-    if not kept["generation"].get("do_sample"):  # greedy answers depend on neither batch size nor sharding
-        kept["generation"].pop("batch_size", None)
-        kept["generation"].pop("processes", None)
-    for key in ("skip_bad", "skipped"):  # skipping bad images changes which samples, not their answers
-        kept["inputs"].pop(key, None)
-    return kept
-
-
-def _check_partial_rows(partial: Path, samples: list) -> None:
-    """Every whole line of a .partial must answer one of this run's samples, with its images."""
-    by_id = {sample.id: sample for sample in samples}
-    with open(partial, "rb") as handle:
-        for number, raw in enumerate(handle, 1):
-            if not raw.endswith(b"\n"):
-                break  # a torn last line: resume drops it
-            try:
-                row = json.loads(raw)
-            except ValueError:
-                break  # the line resume will cut
-            sample = by_id.get(row.get("id")) if isinstance(row, dict) else None
-            if sample is None or row.get("images") != sample.images:
-                raise UserError(f"{partial}:{number}: this interrupted run's line does not answer a sample of these "
-                                f"inputs (id {short(row.get('id') if isinstance(row, dict) else row)}); remove the "
-                                f".partial file to start afresh")
-
-
-def _claim_partial(out: Path, settings: dict, samples: list) -> None:
-    """Refuse to resume a .partial that was written for other inputs; record ours for the next resume."""
-    partial = out.with_name(out.name + ".partial")
-    record = _settings_record(out)
-    if partial.exists():
-        _check_previous_settings(record, settings, partial)
-        _check_partial_rows(partial, samples)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(record, settings)
-
-
-def _publish_settings(out: Path, settings: dict) -> None:
-    record = _settings_record(out)
-    write_json(settings_path(out), settings)
-    if record.exists():
-        os.remove(record)
-
-
-def process_shard() -> tuple[int, int]:
-    """(rank, number of processes) set by a launcher (torchrun, deepspeed: RANK and WORLD_SIZE), or
-    (0, 1) for a plain `pefomed infer`."""
-    raw_rank, raw_world = os.environ.get("RANK"), os.environ.get("WORLD_SIZE")
-    if raw_world is None:
-        return 0, 1
-    try:
-        rank, world = int(raw_rank if raw_rank is not None else 0), int(raw_world)
-    except ValueError:
-        raise UserError(f"RANK={raw_rank!r}, WORLD_SIZE={raw_world!r} in the environment: not whole numbers "
-                        f"(they are set by torchrun or deepspeed)") from None
-    if world < 1 or not 0 <= rank < world:
-        raise UserError(f"RANK={rank}, WORLD_SIZE={world} in the environment: RANK must be 0 to WORLD_SIZE-1")
-    return rank, world
-
-
-def part_path(out: Path, rank: int, world: int) -> Path:
-    """PRED.jsonl -> PRED.jsonl.part-RANK-of-N: one process's answers (complete once renamed from .partial)."""
-    return out.with_name(f"{out.name}.part-{rank}-of-{world}")
-
-
-_PART = re.compile(r"\.part-(\d+)-of-(\d+)(\.partial)?$")
-
-
-def _leftover_parts(out: Path) -> list[tuple[Path, int, int]]:
-    """Part files an earlier data-parallel run left beside `out`: (path, rank, world)."""
-    found = []
-    if out.parent.is_dir():
-        for path in sorted(out.parent.glob(glob.escape(out.name) + ".part-*")):
-            match = _PART.fullmatch(path.name[len(out.name):])
-            if match:
-                found.append((path, int(match.group(1)), int(match.group(2))))
-    return found
-
-
-def _check_layout(out: Path, world: int) -> None:
-    """An interrupted run is resumed by as many processes as it had: each shard's .partial only
-    holds the samples of its own interleave."""
-    partial = out.with_name(out.name + ".partial")
-    if world > 1 and partial.exists():
-        raise UserError(f"{partial}: an interrupted run of one process left these answers; rerun it without a "
-                        f"launcher to resume it, or remove the file to start afresh with {world} processes")
-    for path, _, other in _leftover_parts(out):
-        if other != world:
-            how = "without a launcher" if world == 1 else f"with {world} processes"
-            raise UserError(f"{path}: an interrupted run of {other} processes left these answers; resume it with "
-                            f"`torchrun --nproc_per_node {other} -m pefomed.cli.app infer ...` (the same command), "
-                            f"or remove its {out.name}.part-* files to start afresh {how}")
-
-
-def _claim_shard(out: Path, settings: dict, samples: list, rank: int, world: int) -> None:
-    """_claim_partial for one process of a data-parallel run: every process checks the settings
-    record against its own; only rank 0 writes it (the others' settings are the same)."""
-    part = part_path(out, rank, world)
-    record = _settings_record(out)
-    shard = samples[rank::world]
-    if rank != 0:
-        if part.exists() or part.with_name(part.name + ".partial").exists():
-            _check_previous_settings(record, settings, part)
-        for path in (part, part.with_name(part.name + ".partial")):
-            if path.exists():
-                _check_partial_rows(path, shard)
-        return
-    leftovers = _leftover_parts(out)
-    if leftovers:
-        _check_previous_settings(record, settings, leftovers[0][0])
-        for path, other_rank, _ in leftovers:
-            _check_partial_rows(path, samples[other_rank::world])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(record, settings)
-
-
-def _check_previous_settings(record: Path, settings: dict, answers: Path) -> None:
-    try:
-        previous = json.loads(record.read_text(encoding="utf-8")) if record.exists() else None
-    except (OSError, ValueError):
-        previous = None
-    if previous is not None and _what_defines_the_answers(previous) != _what_defines_the_answers(settings):
-        raise UserError(f"{answers}: an interrupted run with other inputs (model, data, split, prompt or image "
-                        f"ablation) left "
-                        f"these answers; remove it to start afresh, or rerun that run's exact command")
-
-
-def _wait_for_parts(out: Path, world: int, poll_s: float = 0.5) -> None:
-    """Rank 0 waits for every process's complete part. A process that fails makes the launcher
-    (torchrun, deepspeed) stop the others, rank 0 included, so the wait never outlives the run."""
-    import time
-
-    waiting = [r for r in range(world) if not part_path(out, r, world).exists()]
-    if waiting:
-        console.print(f"waiting for the parts of process(es) {', '.join(map(str, waiting))} to merge them",
-                      highlight=False, markup=False)
-    while any(not part_path(out, r, world).exists() for r in range(world)):
-        time.sleep(poll_s)
-
-
-def _merge_parts(out: Path, world: int, order: list[str]) -> None:
-    """The N complete parts -> PRED.jsonl in input order, atomically, checked to answer every
-    sample exactly once; the parts are removed only then."""
-    from pefomed.io import atomic_write
-
-    position = {sample_id: i for i, sample_id in enumerate(order)}
-    rows: list[tuple[int, bytes]] = []
-    for rank in range(world):
-        part = part_path(out, rank, world)
-        with open(part, "rb") as handle:
-            for number, line in enumerate(handle, 1):
-                sample_id = json.loads(line)["id"]
-                if sample_id not in position:
-                    raise UserError(f"{part}:{number}: id {short(sample_id)} is not a sample of these inputs; "
-                                    f"remove the {out.name}.part-* files to start afresh")
-                rows.append((position[sample_id], line))
-    rows.sort(key=lambda row: row[0])
-    answered = [i for i, _ in rows]
-    if answered != list(range(len(order))):
-        seen = set(answered)
-        from collections import Counter
-
-        twice = sorted(order[i] for i, count in Counter(answered).items() if count > 1)
-        missing = [order[i] for i in range(len(order)) if i not in seen]
-        raise UserError(f"{out}: the {world} parts do not answer every sample exactly once (missing "
-                        f"{short(missing[:3])}, twice {short(twice[:3])}); remove the {out.name}.part-* files "
-                        f"to start afresh")
-    with atomic_write(out, "wb", encoding=None) as handle:
-        handle.writelines(line if line.endswith(b"\n") else line + b"\n" for _, line in rows)
-    for rank in range(world):
-        os.remove(part_path(out, rank, world))
-
-
-_OWN_GROUP: list = []  # the process group _meet created (and only that one is destroyed after)
-
-
-def _meet(world: int) -> None:
-    """A gloo barrier (CPU and GPU alike) when a launcher gave a rendezvous address. Without it a
-    fast rank 0 could merge and remove a complete part of an interrupted run while a slower process
-    is still deciding whether its part is complete, and then answer its shard again."""
-    if world == 1 or "MASTER_ADDR" not in os.environ:
-        return
-    from datetime import timedelta
-
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        # generous: processes load their models at different speeds; a failed one makes the
-        # launcher stop the others long before this
-        dist.init_process_group("gloo", timeout=timedelta(hours=2))
-        _OWN_GROUP.append(True)
-    dist.barrier()
-
-
-def _part_company() -> None:
-    """Destroy the group _meet made, never one that existed before (a caller's training group)."""
-    import torch.distributed as dist
-
-    if _OWN_GROUP and dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-        _OWN_GROUP.clear()
-
-
-def _use_local_device(world: int) -> None:
-    """One GPU per process: LOCAL_RANK picks it, so that the model's "cuda" is this process's."""
-    if world > 1:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
 
 
 def trained_tasks(recipe: Recipe) -> set[str] | None:
@@ -347,18 +106,6 @@ def _check_several_images(processor, frames: int) -> None:
                         hint="use `series_frames` 1 (the middle slice) with this model")
 
 
-def _interrupted_settings(out: Path) -> dict | None:
-    """The settings record of an interrupted run to `out` (one whose answers are still there)."""
-    record = _settings_record(out)
-    if not record.exists() or not (out.with_name(out.name + ".partial").exists() or _leftover_parts(out)):
-        return None
-    try:
-        previous = json.loads(record.read_text(encoding="utf-8"))
-        return previous["generation"] if isinstance(previous.get("generation"), dict) else None
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
 def _batch_size(options: InferOptions, recipe: Recipe, bundle, mine: list, root: Path, max_new_tokens: int,
                 out: Path) -> tuple[int, dict | None]:
     """(batch size, how --batch-size auto chose it, or None): a number given, the recipe's, or
@@ -373,7 +120,7 @@ def _batch_size(options: InferOptions, recipe: Recipe, bundle, mine: list, root:
     prompting, data, exemplars = resolve_prompting(mine, root, recipe, bundle, options.prompting)
     generate = make_generator(recipe, bundle, data, root, max_new_tokens, prompting)
     size, record = auto_batch_size(generate, by_prompt_length(mine, data, exemplars), exemplars,
-                                   recipe.infer.batch_size, _interrupted_settings(out))
+                                   recipe.infer.batch_size, interrupted_settings(out))
     console.print(f"{flag_of('infer', 'batch_size')} auto: {size} ({record['device']}"
                   + (f"; tried {', '.join(str(t['batch_size']) for t in record['tried'])})" if record["tried"]
                      else ": the source recipe's infer.batch_size, nothing to probe)"), highlight=False, markup=False)
@@ -404,7 +151,7 @@ def infer(source_text: str, out: str | Path, data: str | Path | None = None, spl
                         "`questions` (whose rows name single image files)")
     rank, world = process_shard()
     source = resolve_source(str(source_text))  # cheap: a wrong path fails before the data is read
-    _check_layout(out, world)
+    check_layout(out, world)
     with_references = data is not None
     if questions is not None:
         samples, root, with_references = questions_samples(questions, images)
@@ -425,7 +172,7 @@ def infer(source_text: str, out: str | Path, data: str | Path | None = None, spl
         samples = subsample(samples, options.limit, options.limit_seed)
     # who is shown which image, from every sample: the same in each process of a data-parallel run
     options.prompting = Prompting.of(options.prompting).with_ablation(samples)
-    _use_local_device(world)
+    use_local_device(world)
     recipe, bundle = load_source(source, trust_remote_code=options.trust_remote_code)
     options.apply(recipe)
     from pefomed.models.generation import check_return_sequences
@@ -455,14 +202,14 @@ def infer(source_text: str, out: str | Path, data: str | Path | None = None, spl
     run = dict(batch_size=batch_size, max_new_tokens=max_new_tokens, with_references=with_references,
                prompting=options.prompting, num_workers=options.num_workers)
     if world == 1:
-        _claim_partial(out, settings, samples)
+        claim_partial(out, settings, samples)
         predict(samples, root, recipe, bundle, out, **run)
     else:
         # a deterministic interleave of the input order: every shard gets prompts of every length
-        _claim_shard(out, settings, samples, rank, world)
+        claim_shard(out, settings, samples, rank, world)
         shard, part = samples[rank::world], part_path(out, rank, world)
         todo = not part.exists()  # a complete part of an interrupted run is kept as it is
-        _meet(world)  # rank 0 merges (and removes) parts only after every process has looked at its own
+        meet(world)  # rank 0 merges (and removes) parts only after every process has looked at its own
         if todo:
             if shard:
                 predict(shard, root, recipe, bundle, part, **run)
@@ -472,14 +219,14 @@ def infer(source_text: str, out: str | Path, data: str | Path | None = None, spl
                 with atomic_write(part, "wb", encoding=None):
                     pass
         if rank != 0:
-            _part_company()
+            part_company()
             return out
-        _wait_for_parts(out, world)
-        _merge_parts(out, world, [s.id for s in samples])
-        _part_company()
+        wait_for_parts(out, world)
+        merge_parts(out, world, [s.id for s in samples])
+        part_company()
     if options.skip_bad:
         from pefomed.io import write_jsonl
 
         write_jsonl(skipped_path(out), skipped)  # every skipped image with its reason, beside PRED.jsonl
-    _publish_settings(out, settings)
+    publish_settings(out, settings)
     return out

@@ -10,6 +10,7 @@ from pefomed.console import console
 from pefomed.data.images import IMAGE_SUFFIXES, is_dicom
 from pefomed.data.volumes import is_volume
 from pefomed.errors import UserError
+from pefomed.options import flag_of
 from pefomed.records import Sample, read_split
 
 
@@ -52,13 +53,13 @@ def folder_samples(source: str | Path, question: str | None, series_frames: int 
         root = source
         images, others = _walk(source)
     else:
-        raise UserError(f"--images {source}: no such folder or image file")
+        raise UserError(f"`images` {source}: no such folder or image file")
     if not images:
-        raise UserError(f"--images {source}: no images (.jpg, .jpeg, .png, .dcm, .nii, .nii.gz) found"
+        raise UserError(f"`images` {source}: no images (.jpg, .jpeg, .png, .dcm, .nii, .nii.gz) found"
                         + (f" among its {len(others)} files" if others else ""))
     if others:
         shown = ", ".join(p.relative_to(root).as_posix() for p in others[:3])
-        console.print(f"--images: {len(images)} images; {len(others)} other files ignored (e.g. {shown})",
+        console.print(f"{flag_of('infer', 'images')}: {len(images)} images; {len(others)} other files ignored (e.g. {shown})",
                       highlight=False, markup=False)
     series, singles = dicom_series(images) if source.is_dir() else ([], images)
     task = "vqa" if question else "report"
@@ -75,32 +76,32 @@ def folder_samples(source: str | Path, question: str | None, series_frames: int 
                 n_slices = None  # a damaged volume: its loader names the problem (or --skip-bad lists it)
             if n_slices is not None:
                 if n_slices < series_frames:
-                    raise UserError(f"--series-frames {series_frames}: volume {rel} has only {n_slices} axial slices",
-                                    hint=f"use --series-frames {n_slices} or fewer")
+                    raise UserError(f"`series_frames` {series_frames}: volume {rel} has only {n_slices} axial slices",
+                                    hint=f"use `series_frames` {n_slices} or fewer")
                 chosen = slice_refs(rel, n_slices, series_frames)
         samples.append(Sample(id=rel, task=task, images=chosen, answer="", question=question))
     for uid, slices in series:
         folder = slices[0].parent.relative_to(root).as_posix()
         sample_id = uid if folder == "." else f"{folder}/{uid}"
         if len(slices) < series_frames:
-            raise UserError(f"--series-frames {series_frames}: series {sample_id} has only {len(slices)} slices",
-                            hint=f"use --series-frames {len(slices)} or fewer")
+            raise UserError(f"`series_frames` {series_frames}: series {sample_id} has only {len(slices)} slices",
+                            hint=f"use `series_frames` {len(slices)} or fewer")
         chosen = [slices[i].relative_to(root).as_posix() for i in frames_of(len(slices), series_frames)]
         samples.append(Sample(id=sample_id, task=task, images=chosen, answer="", question=question))
     samples.sort(key=lambda s: s.id)
     ids = [s.id for s in samples]
     for a, b in zip(ids, ids[1:]):
         if a == b:  # a file named exactly as a series' UID beside it
-            raise UserError(f"--images {source}: two samples would have the id {a!r} (a file named like the "
+            raise UserError(f"`images` {source}: two samples would have the id {a!r} (a file named like the "
                             f"SeriesInstanceUID of the slices beside it); rename the file")
     if volumes:
-        console.print(f"--images: {volumes} NIfTI volume(s), each answered as one sample of {series_frames} axial "
+        console.print(f"{flag_of('infer', 'images')}: {volumes} NIfTI volume(s), each answered as one sample of {series_frames} axial "
                       f"slice(s)", highlight=False, markup=False)
     if series:
-        console.print(f"--images: {len(series)} DICOM series ({sum(len(sl) for _, sl in series)} slices), each "
+        console.print(f"{flag_of('infer', 'images')}: {len(series)} DICOM series ({sum(len(sl) for _, sl in series)} slices), each "
                       f"answered as one sample of {series_frames} slice(s)", highlight=False, markup=False)
     elif series_frames > 1 and not volumes:
-        console.print(f"--series-frames {series_frames}: no DICOM series found (single-frame slices sharing a "
+        console.print(f"{flag_of('infer', 'series_frames')} {series_frames}: no DICOM series found (single-frame slices sharing a "
                       f"SeriesInstanceUID and a folder); every image is answered alone", highlight=False, markup=False)
     return samples, root
 
@@ -136,11 +137,11 @@ def _question_rows(path: Path):
         yield from iter_jsonl(path)
         return
     if suffix != ".csv":
-        raise UserError(f"--questions {path}: expected a .csv or .jsonl file (columns {', '.join(QUESTION_COLUMNS)})")
+        raise UserError(f"`questions` {path}: expected a .csv or .jsonl file (columns {', '.join(QUESTION_COLUMNS)})")
     try:
         handle = open(path, encoding="utf-8-sig", newline="")
     except OSError as err:
-        raise UserError(f"--questions {path}: cannot read ({err.strerror or err})") from None
+        raise UserError(f"`questions` {path}: cannot read ({err.strerror or err})") from None
     with handle:
         try:
             # strict: an unterminated quote is an error, not one field that swallows the rest of the file
@@ -160,7 +161,7 @@ def _question_rows(path: Path):
                     continue  # a blank line
                 yield reader.line_num, {k: v for k, v in row.items() if v is not None and v != ""}
         except UnicodeDecodeError as err:
-            raise UserError(f"--questions {path}: not UTF-8 text (byte {err.start})") from None
+            raise UserError(f"`questions` {path}: not UTF-8 text (byte {err.start})") from None
         except csv.Error as err:
             raise csv_error(path, reader, err) from None
 
@@ -174,9 +175,9 @@ def questions_samples(questions: str | Path, folder: str | Path) -> tuple[list[S
 
     questions, root = Path(questions), Path(folder)
     if not questions.is_file():
-        raise UserError(f"--questions {questions}: no such file")
+        raise UserError(f"`questions` {questions}: no such file")
     if not root.is_dir():
-        raise UserError(f"--images {root}: --questions needs the folder its image paths are relative to")
+        raise UserError(f"`images` {root}: `questions` needs the folder its image paths are relative to")
     samples: list[Sample] = []
     seen: dict[str, int] = {}
     per_image: dict[str, int] = {}
@@ -191,13 +192,13 @@ def questions_samples(questions: str | Path, folder: str | Path) -> tuple[list[S
                 raise UserError(f"{where}: {key!r} must be text, got {type(row[key]).__name__}")
         for key in _NEEDED:
             if not row.get(key, "").strip():
-                raise UserError(f"{where}: no {key!r}" + (" (an image path relative to the --images folder)"
+                raise UserError(f"{where}: no {key!r}" + (" (an image path relative to the `images` folder)"
                                                             if key == "image" else ""))
         rel = Path(row["image"].strip()).as_posix()
         try:
             path = resolve_image(root, rel, row.get("id") or rel)
         except UserError as err:
-            raise UserError(f"{where}: {err}".replace("DATA_DIR", "--images folder")) from None
+            raise UserError(f"{where}: {err}".replace("DATA_DIR", "`images` folder")) from None
         if not Path(split_slice_ref(str(path))[0]).is_file():  # a volume's slice `vol.nii.gz#40`: its file
             raise UserError(f"{where}: image {rel} not found in {root}")
         per_image[rel] = per_image.get(rel, 0) + 1
@@ -218,5 +219,5 @@ def questions_samples(questions: str | Path, folder: str | Path) -> tuple[list[S
         samples.append(Sample(id=sample_id, task="vqa", images=[rel], question=row["question"].strip(),
                               answer=row.get("reference", "").strip() if has_reference else ""))
     if not samples:
-        raise UserError(f"--questions {questions}: no questions")
+        raise UserError(f"`questions` {questions}: no questions")
     return samples, root, bool(with_reference and with_reference[1])

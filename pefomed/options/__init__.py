@@ -29,9 +29,11 @@ def command_class(command: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
-def flag_of(command: str, key: str) -> str:
-    """The flag `key` has in `command` (`flag_of("prepare", "overwrite")` -> "--overwrite")."""
-    return command_class(command).flag(key)
+def flag_of(command: str, key: str, negated: bool = False) -> str:
+    """The flag `key` has in `command` (`flag_of("prepare", "overwrite")` -> "--overwrite";
+    `flag_of("score", "clinical", negated=True)` -> "--no-clinical")."""
+    declared = command_class(command).declared(key)
+    return declared.negated_flag if negated else declared.flag
 
 
 def command_line(command: str, *positionals: Any, **options: Any) -> str:

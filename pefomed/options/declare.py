@@ -47,8 +47,7 @@ def option(default: Any = MISSING, help: str = "", *, choices: tuple | Callable[
     values (or a function returning them, resolved only when validating, so declaring a command
     imports nothing heavy). `low`/`high`: an inclusive range. `flag`: the long flag when it is not
     the key spelled with dashes. `recipe`: the recipe key it shares its help and range with.
-    `cli=False`: settable from Python only. `negatable`: a boolean also gets `--no-x` (default: when
-    its default is True, so a user can switch it off)."""
+    `cli=False`: settable from Python only. `negatable=False`: a boolean without its `--no-x`."""
     meta = {"help": help, "choices": choices, "check": check, "low": low, "high": high, "flag": flag,
             "short": short, "positional": positional, "metavar": metavar, "cli": cli, "recipe": recipe,
             "negatable": negatable, "nested": False}
@@ -84,6 +83,12 @@ class Declared:
     @property
     def flag(self) -> str:
         return "--" + (self.meta["flag"] or self.name).replace("_", "-")
+
+    @property
+    def negatable(self) -> bool:
+        """A boolean flag also has its `--no-x` (every one does unless declared otherwise: a study
+        cell or a script can then state either value explicitly)."""
+        return self.meta["negatable"] is not False
 
     @property
     def negated_flag(self) -> str:

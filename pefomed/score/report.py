@@ -380,7 +380,7 @@ def _errors_html(errors: dict) -> list[str]:
                 f"<code>{_e(errors.get('image_root'))}</code>.</p>")
     if errors.get("reports_without_clinical"):
         body.append('<p class="note">Reports get no error analysis: it groups them by finding, and clinical labelling is off '
-                    f"({flag_of('score', 'clinical')}, on by default, was switched off).</p>")
+                    f"({flag_of('score', 'clinical', negated=True)}).</p>")
     if not sections:
         body.append('<p class="muted">Nothing to show.</p>')
     for sec in sections:

@@ -147,3 +147,14 @@ def test_a_flag_renamed_in_the_declaration_changes_the_cli_the_study_and_the_mes
     assert bad.returncode == 2 and "--examples must be at least 0" in bad.stderr, bad.stderr
     old = run("--shots", "1")
     assert old.returncode == 2 and "No such option: --shots" in old.stderr, old.stderr
+
+
+def test_the_cli_reference_is_generated_from_the_declarations():
+    root = Path(__file__).resolve().parents[2]
+    check = subprocess.run([sys.executable, str(root / "tools" / "cli_reference.py"), "--check"], capture_output=True,
+                           text=True, timeout=120)
+    assert check.returncode == 0, "docs/cli.md differs from pefomed/options: run python tools/cli_reference.py"
+    text = (root / "docs" / "cli.md").read_text(encoding="utf-8")
+    for name in COMMANDS:  # every flag of every command is in the reference
+        for d in command_class(name).flat_fields():
+            assert f"`{d.name.upper() if d.meta['positional'] else d.flag}" in text, (name, d.name)

@@ -160,7 +160,7 @@ def _fake_run(tiny_run, tmp_path, method):
     ("out-is-a-file", "is not a folder"),
     ("prefix", "prefix tuning"),
     ("prompt", "prompt tuning"),
-    ("bad-dtype", "--dtype 'int8'"),
+    ("bad-dtype", "--dtype must be one of auto, fp32, bf16, fp16; got 'int8'"),  # the declaration's check
 ])
 def test_bad_inputs_are_one_message_and_exit_2(case, message, tiny_run, tmp_path, capsys):
     run, out, extra = tiny_run, tmp_path / "out", ["--merge"]

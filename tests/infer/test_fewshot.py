@@ -178,12 +178,13 @@ def test_prompt_options_are_checked_and_named():
     from pefomed.infer.fewshot import Prompting
     from pefomed.recipe import DataSection, validate_recipe
 
-    with pytest.raises(UserError, match="--closed-answer"):
+    with pytest.raises(UserError, match="`closed_answer` must be one of generate, rank"):
         Prompting(closed_answer="vote")
-    with pytest.raises(UserError, match="--shots"):
+    with pytest.raises(UserError, match="`shots` must be at least 0"):
         Prompting(shots=-1)
-    with pytest.raises(UserError, match="--template.*no {question}"):
+    with pytest.raises(UserError, match="`template`.*no {question}") as err:
         Prompting(template="Answer briefly.")
+    assert err.value.naming_flags({"template": "--template"}).startswith("--template: template")
     with pytest.raises(UserError, match="data.system_prompt"):
         validate_recipe({"data": {"system_prompt": ""}})
     data = Prompting(template="pool:closed-open", system_prompt="Be brief.").data_section(DataSection())

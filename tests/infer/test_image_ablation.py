@@ -182,7 +182,7 @@ def test_an_out_of_range_seed_names_its_key():
 
     with pytest.raises(UserError) as err:
         Prompting(image_ablation="shuffled", image_ablation_seed=-1)
-    assert "image_ablation_seed must be a whole number" in str(err.value)
+    assert "`image_ablation_seed` must be at least 0, got -1" in str(err.value)
     assert err.value.naming_flags({"image_ablation_seed": "--image-ablation-seed"}).startswith("--image-ablation-seed")
 
 

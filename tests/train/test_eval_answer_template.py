@@ -11,7 +11,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from safetensors.torch import load_file
 
 from pefomed.records import Sample
 from pefomed.train.evaluate import score_generated
@@ -35,35 +34,44 @@ def test_the_evaluations_prediction_is_the_answer_inside_the_template():
     assert score_generated("vqa_accuracy", refs, ["yes", "no"], "none") == 1.0
 
 
-def _train(data: Path, out: Path, template: str) -> dict:
-    # 120 steps at lr 1e-2: the tiny model then writes `<think>spot</think><answer>yes|no</answer>`
-    # for the val images (7 of 8 right in the run that set this), within infer.max_new_tokens 40
-    done = subprocess.run([PEFOMED, "train", "tiny-demo", "--data", str(data), "--out", str(out),
-                           "train.max_steps=120", "train.batch_size=16", "train.lr=1e-2", "train.warmup_steps=0",
-                           "train.save_every=1000", "train.eval_every=120", "train.tensorboard=false",
-                           "infer.max_new_tokens=40", f"infer.answer_template={template}"],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads((out / "eval_log.jsonl").read_text().splitlines()[-1])
-
-
-@pytest.mark.slow  # two 120-step CLI runs: 8 s of training each in-process on idle cores, ~50 s each under load 4
+@pytest.mark.slow  # one 120-step CLI run: ~8 s of training on 2 idle cores (minutes under a load of 9)
 def test_a_run_trained_on_the_template_is_evaluated_on_its_extracted_answers(tmp_path):
     from pefomed.data.synthetic import write_bright_spot_dataset
+    from pefomed.models.generation import Generator
+    from pefomed.models.run_dir import load_run
     from pefomed.records import read_split, write_split
+    from pefomed.train.evaluate import generate_and_score
 
     data = write_bright_spot_dataset(tmp_path / "data", n_train=32, n_test=8)
     # train on templated answers; the val split's references are the plain yes / no
     write_split(data, "train", [replace(s, answer=f"<think>spot</think><answer>{s.answer}</answer>")
                                 for s in read_split(data, "train")])
-    write_split(data, "val", read_split(data, "test"))
-    extracted = _train(data, tmp_path / "think", "think_answer")
-    as_generated = _train(data, tmp_path / "none", "none")
-    # the same training (answer_template changes only how answers are read): the same adapter
-    a = load_file(tmp_path / "think" / "adapter" / "adapter_model.safetensors")
-    b = load_file(tmp_path / "none" / "adapter" / "adapter_model.safetensors")
-    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
-    # so the gap is the extraction: the tagged texts never equal 'yes' / 'no' as generated
-    assert as_generated["metric"] == extracted["metric"] == "vqa_accuracy"
-    assert as_generated["value"] == 0.0
-    assert extracted["value"] >= 0.5, extracted
+    val = read_split(data, "test")
+    write_split(data, "val", val)
+    run = tmp_path / "run"
+    # 120 steps at lr 1e-2: the tiny model then writes `<think>spot</think><answer>yes|no</answer>`
+    # for the val images (7 of 8 right in the run that set this), within infer.max_new_tokens 40
+    done = subprocess.run([PEFOMED, "train", "tiny-demo", "--data", str(data), "--out", str(run),
+                           "train.max_steps=120", "train.batch_size=16", "train.lr=1e-2", "train.warmup_steps=0",
+                           "train.save_every=1000", "train.eval_every=120", "train.tensorboard=false",
+                           "infer.max_new_tokens=40", "infer.answer_template=think_answer"],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    logged = json.loads((run / "eval_log.jsonl").read_text().splitlines()[-1])
+    assert logged["step"] == 120 and logged["metric"] == "vqa_accuracy"
+    assert logged["value"] >= 0.5, logged  # before the extraction, this run logged 0.0
+
+    # the same trained model, evaluated again in this process: what it generates is tagged, so
+    # under none (nothing extracted) no answer equals 'yes' / 'no', and the run's value comes back
+    # under think_answer
+    recipe, bundle = load_run(run)
+    texts = Generator(bundle.model, bundle.processor, recipe.data, data, 40)(val)
+    assert sum("<answer>" in t for t in texts) >= len(val) // 2, texts
+    values = {}
+    for template in ("think_answer", "none"):
+        recipe.infer.answer_template = template
+        values[template] = generate_and_score(bundle.model, bundle.processor, recipe, data, val, "vqa_accuracy",
+                                              rank=0, world=1, stage=0)
+    assert values["none"] == 0.0, values
+    # the reloaded adapter is the trained one; at most one near-tie may decode differently
+    assert abs(values["think_answer"] - logged["value"]) <= 1 / len(val), (values, logged)
