@@ -27,7 +27,8 @@ def register(app: typer.Typer) -> None:
     from pefomed.options.score import ScoreCommand
 
     def score(command: ScoreCommand):
-        from pefomed.score.run import print_metrics, score_files
+        from pefomed.score.run import score_files
+        from pefomed.score.terminal import print_metrics
 
         settings = {**command.settings.flat(), "progress": True}
         metrics = score_files(command.predictions, compare=command.compare or None, out=command.out,

@@ -16,7 +16,8 @@ from pefomed.data.summary import print_summary
 from pefomed.errors import UserError
 from pefomed.infer.run import infer
 from pefomed.recipe import builtin_recipe_path, load_recipe
-from pefomed.score.run import print_metrics, score_files
+from pefomed.score.run import score_files
+from pefomed.score.terminal import print_metrics
 from pefomed.train.loop import train
 
 DEMO_DATA = ("resources", "demo", "vqa-rad-mini")

@@ -10,10 +10,11 @@ Each kind answers the same five questions (check, materialize, load, describe, s
 train, infer and export never branch on a kind's name, and declares the recipe keys it adds to
 the model section (`keys`: model.tiny, model.name_or_path, model.composed), so the recipe never
 names a kind either. Like peft's `register_peft_method` and pefomed's own dataset-format
-registry: adding a kind is one new module that calls `register`, plus its line under the entry
-points `pefomed.model_kinds` in pyproject.toml (a kind in another package declares the same entry
-point in its own pyproject.toml: no edit to pefomed). pefomed.recipe loads those entry points the
-first time it needs the kinds (tests/models/test_kind_plugin.py adds a kind that way).
+registry: adding a built-in kind is one new module that calls `register`, plus its line in
+pefomed.models.builtin_kinds; a kind in another package names its ModelKind under the entry-point
+group `pefomed.model_kinds` in its own pyproject.toml, with no edit to pefomed. pefomed.recipe
+loads those entry points (pefomed's own names builtin_kinds) the first time it needs the kinds;
+tests/models/test_kind_plugin.py adds a kind that way.
 """
 
 from __future__ import annotations

@@ -170,7 +170,10 @@ def seed_intervals(files: list[Path], opts: dict) -> dict:
 
     from pefomed.errors import UserError
     from pefomed.score.rows import read_rows
-    from pefomed.score.run import ScoreOptions, _align, _bootstrap, _codes, collect_specs
+    from pefomed.options.score import ScoreOptions
+    from pefomed.score.compare import align
+    from pefomed.score.resampling import cluster_codes_of, make_bootstrap
+    from pefomed.score.specs import collect_specs
     from pefomed.score.stats import _clean, _seed_mean, interval, seed_draws
 
     o = ScoreOptions.from_kwargs(opts)
@@ -179,12 +182,12 @@ def seed_intervals(files: list[Path], opts: dict) -> dict:
         return {"unavailable": "no bootstrap resamples (bootstrap: 0): t interval over seeds", "seeds": len(files)}
     rows = [read_rows(p, o.task) for p in files]
     try:
-        aligned, keys = _align(list(zip(files, rows)), o.resample_unit)
+        aligned, keys = align(list(zip(files, rows)), o.resample_unit)
     except UserError as err:
         return {"unavailable": f"the seeds' files do not pair by id ({err}): t interval over seeds",
                 "seeds": len(files)}
-    codes = None if o.resample_unit == "sample" else _codes(keys)
-    boot = _bootstrap(len(aligned[0]), o, codes)
+    codes = None if o.resample_unit == "sample" else cluster_codes_of(keys)
+    boot = make_bootstrap(len(aligned[0]), o, codes)
     specs = [{(spec.section, spec.name): spec for spec in collect_specs(r, o, groups=aligned[0])[0]} for r in aligned]
     draws = seed_draws(len(files), boot.resamples, boot.seed, 0)
     sections: dict[str, dict] = {}

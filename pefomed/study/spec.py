@@ -31,6 +31,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import AfterValidator, ConfigDict, Field, ValidationError
 
 from pefomed.errors import UserError
+from pefomed.instructions import check as check_template
 from pefomed.io import clip, short
 from pefomed.methods import MethodName
 from pefomed.recipe import SEED_MAX, TRAIN_SEED_MAX, StrictFields, read_yaml_file
@@ -333,13 +334,10 @@ def _check(study: Study, source: str) -> None:
              if isinstance(a.prompts, list)]:
         for j, c in enumerate(pool):
             if c.template is not None:
-                if "{question}" not in c.template:
-                    raise UserError(f"{source}: key '{name}[{j}].template': {c.template!r} has no {{question}}")
-                try:
-                    c.template.format(question="")
-                except (KeyError, IndexError, ValueError):
-                    raise UserError(f"{source}: key '{name}[{j}].template': only {{question}} may appear in "
-                                    f"braces ({c.template!r})") from None
+                try:  # the rule infer's `template` option and the recipe's data.vqa_template follow
+                    check_template(c.template, "template", needs_question=True)
+                except UserError as err:
+                    raise UserError(f"{source}: key '{name}[{j}].template': {err}") from None
     methods = {m for a in study.adaptations for m in a.methods}
     for i, c in enumerate(study.comparisons):
         where = f"{source}: key 'comparisons[{i}]"
@@ -357,7 +355,8 @@ def _check(study: Study, source: str) -> None:
     metric = study.selection.metric
     if metric != "auto" and not re.fullmatch(r"[a-z]+/.+", metric):
         raise UserError(f"{source}: key 'selection.metric': expected auto or section/name such as vqa/overall")
-    from pefomed.score.run import ScoreOptions, metric_name_problem
+    from pefomed.options.score import ScoreOptions
+    from pefomed.score.specs import metric_name_problem
 
     # the checks `pefomed score` applies to the options every cell's score step passes it
     for key in ("bootstrap", "seed", "alpha", "vqa_convention"):

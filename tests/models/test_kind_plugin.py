@@ -3,7 +3,8 @@ section and its loader in one module) becomes `model.kind: toy` through one entr
 (`pefomed.model_kinds: toy = toy_kind:TOY`, here in a dist-info folder on PYTHONPATH, as an
 installed package would declare it), with no edit to pefomed. Then a recipe naming it validates,
 reads back from its resolved YAML, loads a real (tiny) model, lists it among the kinds, and
-refuses a key the kind does not have by name. Without the entry point nothing knows the kind."""
+refuses a key the kind does not have by name; `pefomed train` runs it and RUN_DIR/recipe.yaml keeps
+its keys. Without the entry point nothing knows the kind."""
 
 from __future__ import annotations
 
@@ -86,3 +87,22 @@ def test_the_cli_refuses_a_key_the_plugin_kind_lacks_by_name(plugin_env, tmp_pat
     assert done.returncode == 2, done.stderr[-2000:]
     assert "unknown recipe key 'model.toy.seeds' (did you mean 'model.toy.seed'?)" in done.stderr + done.stdout
     assert "Traceback" not in done.stderr
+
+
+def test_pefomed_train_runs_the_plugin_kind_and_records_its_keys(plugin_env, tmp_path):
+    """Through the installed CLI: the run builds the toy base from model.toy, trains a step, and
+    RUN_DIR/recipe.yaml keeps the plug-in's keys (a later infer or export reads them back)."""
+    from pefomed.data.synthetic import write_bright_spot_dataset
+
+    data = write_bright_spot_dataset(tmp_path / "data", n_train=4, n_test=1)
+    run = tmp_path / "run"
+    done = subprocess.run(["pefomed", "train", "tiny-demo", "--data", str(data), "--out", str(run), "model.kind=toy",
+                           "model.toy.layers=1", "train.max_steps=1", "train.batch_size=2", "train.eval_every=null"],
+                          env=plugin_env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    import yaml
+
+    saved = yaml.safe_load((run / "recipe.yaml").read_text())["model"]
+    assert saved["kind"] == "toy" and saved["toy"] == {"layers": 1, "seed": 3}
+    config = json.loads((run / "toy_base" / "config.json").read_text())
+    assert config["text_config"]["num_hidden_layers"] == 1

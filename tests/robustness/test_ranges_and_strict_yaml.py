@@ -231,7 +231,7 @@ def test_infer_options_are_checked_before_anything_loads(kwargs, says):
 
 
 def test_score_options_have_ranges():
-    from pefomed.score.run import ScoreOptions
+    from pefomed.options.score import ScoreOptions
 
     for kwargs, says in (({"bootstrap": 10**11}, "`bootstrap` must be <= 1,000,000"),
                          ({"bootstrap": -1}, "must be >= 0"),
@@ -296,13 +296,13 @@ def test_study_dry_run_refuses_what_the_run_would(tmp_path, demo_data, capsys):
         (_study(demo_data, infer={"max_new_tokens": 10**9}), "study keys infer / selection: `pefomed infer` would "
                                                               "refuse them: `max_new_tokens`"),
         (_study(demo_data, selection={"seed": -1}), "key 'selection.seed'"),
-        (_study(demo_data, adaptations=[{"name": "fs", "kind": "few-shot", "shots": 1000}]), "--shots must be at most"),
+        (_study(demo_data, adaptations=[{"name": "fs", "kind": "few-shot", "shots": 1000}]), "`shots` must be at most"),
         (_study(demo_data, adaptations=[{"name": "fs", "kind": "few-shot", "shots": 1,
                                          "prompts": [{"template": "{question}", "shots_seed": -1}]}]),
          "key 'adaptations[0].prompts[0].shots_seed'"),
         (_study(demo_data, adaptations=[{"name": "zs", "kind": "zero-shot",
                                          "prompts": [{"template": "{question}", "system_prompt": " "}]}]),
-         "--system-prompt is empty"),
+         "`system_prompt` must be a non-empty text"),
         ("name: a\nname: b\n", "study.yaml:2: duplicate key 'name'"),
     ]
     for tree, says in cases:

@@ -196,7 +196,7 @@ def test_missing_models_are_one_clear_error(tmp_path):
 
 
 def test_metric_names_are_known_to_studies():
-    from pefomed.score.run import metric_name_problem
+    from pefomed.score.specs import metric_name_problem
 
     assert metric_name_problem("ratescore/ratescore") is None and metric_name_problem("green/green") is None
     assert "green" in metric_name_problem("green/f1")

@@ -307,6 +307,6 @@ def _rows(pred):
 
 
 def _opts(**kw):
-    from pefomed.score.run import ScoreOptions
+    from pefomed.options.score import ScoreOptions
 
     return ScoreOptions.from_kwargs({"bootstrap": 0, **kw})

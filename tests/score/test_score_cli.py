@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from pefomed.metrics import vqa
-from pefomed.score.run import ScoreOptions
+from pefomed.options.score import ScoreOptions
 
 PEFOMED = shutil.which("pefomed")
 pytestmark = pytest.mark.skipif(PEFOMED is None, reason="the pefomed console script is not installed")

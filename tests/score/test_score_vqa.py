@@ -5,7 +5,8 @@ import json
 import pytest
 
 from pefomed.errors import UserError
-from pefomed.score.run import print_metrics, score_files
+from pefomed.score.run import score_files
+from pefomed.score.terminal import print_metrics
 from pefomed.metrics.vqa import exact_match, llava_closed, llava_open_recall, normalize_answer
 
 
