@@ -171,6 +171,7 @@ def grpo_row(window: dict, num_generations: int) -> dict:
             "kl": round(window["kl_sum"] / max(window["tokens"], 1.0), 6),
             "clip_fraction": round(window["clipped_sum"] / max(window["tokens"], 1.0), 6),
             "completion_length": round(window["tokens"] / max(window["sequences"], 1.0), 3),
+            "answers": int(window["sequences"]),  # sampled in the window, by every process
             "rollout_share": round(window["rollout_s"] / max(window["step_s"], 1e-9), 4)}
 
 
