@@ -202,3 +202,26 @@ def test_a_prepared_volume_sample_trains(tmp_path):
     result = run("train", "tiny-demo", "--data", str(data), "--out", str(tmp_path / "run"), "train.max_steps=1",
                  "train.batch_size=2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_the_folder_format_reads_volumes_with_their_sidecar_reports(tmp_path):
+    """`prepare --format folder`: ct.nii.gz's report is ct.txt, one report sample per volume showing
+    `--series-frames` slices; a volume without its sidecar is named as such."""
+    src = tmp_path / "reports"
+    rng = np.random.default_rng(2)
+    save(src / "train" / "ct.nii.gz", rng.integers(-1000, 1000, (24, 24, 9)).astype(np.int16))
+    (src / "train" / "ct.txt").write_text("No mass. Normal liver.")
+    save(src / "test" / "head.nii", rng.integers(0, 400, (24, 24, 5)).astype(np.int16))
+    (src / "test" / "head.txt").write_text("No bleed.")
+    data = tmp_path / "data"
+    result = run("prepare", str(src), "--format", "folder", "--series-frames", "2", "--out", str(data), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {split: [json.loads(line) for line in (data / f"{split}.jsonl").read_text().splitlines()]
+            for split in ("train", "test")}
+    assert [(r["id"], r["answer"], [Path(p).name for p in r["images"]]) for r in rows["train"]] == \
+        [("train/ct", "No mass. Normal liver.", ["ct.nii.gz#2", "ct.nii.gz#6"])]
+    assert [(r["id"], [Path(p).name for p in r["images"]]) for r in rows["test"]] == \
+        [("test/head", ["head.nii#1", "head.nii#3"])]
+    (src / "test" / "head.txt").unlink()
+    missing = run("prepare", str(src), "--format", "folder", "--out", str(tmp_path / "d2"), cwd=tmp_path)
+    assert missing.returncode == 2 and "test/head: no sidecar report head.txt" in missing.stderr, missing.stderr

@@ -9,7 +9,7 @@ else a seeded split by image (`--split`, `--seed`). Image paths are relative to 
 to the file's folder. An image may be a NIfTI volume (.nii, .nii.gz): prepare copies it as it is
 and the sample shows `--series-frames` of its axial slices (pefomed.data.volumes.VOLUME_RULE).
 
-`folder`: every image file (jpg, png, dcm) under SOURCE with a sidecar NAME.txt holding its
+`folder`: every image file (jpg, png, dcm) or NIfTI volume (.nii, .nii.gz) under SOURCE with a sidecar NAME.txt holding its
 report; task "report". Split rule: a train/val/test folder in the path, else a seeded split.
 An image without a sidecar is an error naming it (skipped and listed with --skip-bad).
 """
@@ -26,6 +26,7 @@ from pefomed.data.formats._common import (answer_text, answer_type_of, clean, co
                                           infer_answer_type, parse_fractions, read_csv_rows, seeded_split, split_of,
                                           text_field)
 from pefomed.data.images import IMAGE_SUFFIXES
+from pefomed.data.volumes import is_volume
 from pefomed.errors import UserError
 from pefomed.io import iter_jsonl, short
 from pefomed.records import SPLITS, Sample
@@ -134,31 +135,39 @@ def read_csv(source: Path, options: PrepareOptions) -> SourceSplits:
     return _read_table(source, options, "CSV", read_csv_rows, (".csv",))
 
 
+def _without_image_suffix(path: Path) -> Path:
+    """x.png -> x, ct.nii.gz -> ct (a volume's two suffixes are one)."""
+    if str(path).lower().endswith(".nii.gz"):
+        return path.with_name(path.name[: -len(".nii.gz")])
+    return path.with_suffix("")
+
+
 @register("folder")
 def read_folder(source: Path, options: PrepareOptions) -> SourceSplits:
     if not source.is_dir():
         raise UserError(f"{source}: not a folder (folder expects images with sidecar .txt reports)")
-    named = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    named = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES or is_volume(p))
     files = [p for p in named if p.is_file()]
     # an image name that is a link to nothing (dangling, or a loop: is_file() is False for both)
     # is a sample the user meant to include: listed as skipped, or refused, never dropped unseen
     # (and a link to a folder or a device: an image name that is not a readable file is listed too)
     broken = [p for p in named if p.is_symlink() and not p.is_file()]
     if not files and not broken:
-        raise UserError(f"{source}: no images (.jpg, .jpeg, .png, .dcm) found")
+        raise UserError(f"{source}: no images (.jpg, .jpeg, .png, .dcm, .nii, .nii.gz) found")
     by_split: dict[str | None, list[Sample]] = {}
     skipped: list[dict[str, str]] = []
     problems = []
     for link in broken:
-        sample_id = link.relative_to(source).with_suffix("").as_posix()
+        sample_id = _without_image_suffix(link.relative_to(source)).as_posix()
         what = "a missing file or a link loop" if not link.exists() else "something that is not a file"
         reason = f"symbolic link to {what} ({link} -> {short(os.readlink(link), 80)})"
         problems.append(f"{sample_id}: {reason}")
         skipped.append({"id": sample_id, "reason": reason})
     for image in files:
         rel = image.relative_to(source)
-        sidecar = image.with_suffix(".txt")
-        sample_id = rel.with_suffix("").as_posix()
+        # ct.nii.gz's report is ct.txt, as x.png's is x.txt
+        sidecar = _without_image_suffix(image).with_name(_without_image_suffix(image).name + ".txt")
+        sample_id = _without_image_suffix(rel).as_posix()
         report = None
         if sidecar.is_file():
             try:
