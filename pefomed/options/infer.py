@@ -77,7 +77,7 @@ class InferOptions(Options):
                                           check=(_batch_size_ok, f"a whole number from 1 to {MAX_BATCH}, or 'auto'"))
     num_workers: int = option(0, "Processes decoding images and encoding prompts ahead of the model (0: in the main "
                                  "process); the answers are the same.", flag="workers", low=0, high=MAX_WORKERS)
-    max_new_tokens: int | None = option(None, recipe="infer.max_new_tokens")
+    max_new_tokens: int | None = option(None, recipe="infer.max_new_tokens", low=1)
     report_prompt: str | None = option(None, "Report prompt; default: the source recipe's data.report_prompt.")
     prompting: PromptOptions = nested(PromptOptions)
     skip_bad: bool = option(False, "`images`: skip unreadable, empty, truncated or too large images (each listed "
@@ -89,8 +89,8 @@ class InferOptions(Options):
     top_p: float | None = option(None, recipe="infer.top_p")
     repetition_penalty: float | None = option(None, recipe="infer.repetition_penalty")
     seed: int | None = option(None, recipe="infer.seed")
-    num_beams: int | None = option(None, recipe="infer.num_beams")
-    num_return_sequences: int | None = option(None, recipe="infer.num_return_sequences")
+    num_beams: int | None = option(None, recipe="infer.num_beams", low=1)
+    num_return_sequences: int | None = option(None, recipe="infer.num_return_sequences", low=1)
     series_frames: int = option(1, "`images`: slices shown of each DICOM series (a folder's slices of one "
                                    "SeriesInstanceUID) or NIfTI volume (.nii, .nii.gz: its axial slices), evenly "
                                    "spaced in order; 1: the middle slice.",

@@ -49,7 +49,7 @@ def test_bad_scans_stop_with_one_message_or_are_skipped_and_listed(tiny_run, tmp
 
 def test_option_mistakes_are_one_message_before_any_model_loads(tiny_run, demo_data, tmp_path, capsys):
     base = ["infer", str(tiny_run), "--data", str(demo_data), "--out", str(tmp_path / "p.jsonl")]
-    for extra, says in ((["--batch-size", "-3"], "--batch-size must be at least 1"),
+    for extra, says in ((["--batch-size", "-3"], "--batch-size must be a whole number from 1 to 4096, or 'auto', got '-3'"),
                         (["--max-new-tokens", "0"], "--max-new-tokens must be at least 1"),
                         (["--limit", "0"], "--limit must be at least 1"),
                         (["--skip-bad"], "--skip-bad goes with --images")):

@@ -107,4 +107,4 @@ def test_cli_auto_on_cpu_and_a_bad_value(tmp_path, capsys):
     # the installed console script, as a user types it
     bad = run("infer", "tiny-demo", "--images", str(folder), "--out", "q.jsonl", "--batch-size", "lots", cwd=tmp_path)
     assert bad.returncode == 2
-    assert bad.stderr.strip() == "error: --batch-size must be a whole number or 'auto', got 'lots'"
+    assert bad.stderr.strip() == "error: --batch-size must be a whole number from 1 to 4096, or 'auto', got 'lots'"

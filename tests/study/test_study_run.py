@@ -140,7 +140,9 @@ def test_the_study_numbers_equal_the_same_cells_run_by_hand(killed_and_rerun, tm
     cell = next(c for c in cells if c.model == "b" and c.method == "ia3" and c.seed == 1)
     by_hand = tmp_path / "by-hand"
     by_hand.mkdir()
-    overrides = next(s.argv for s in cell.steps if s.name == "train")[6:]
+    train_argv = next(s.argv for s in cell.steps if s.name == "train")
+    # the cell's section.key=value overrides (its --data and --out are this test's own)
+    overrides = [a for a in train_argv[2:] if "=" in a and not a.startswith("--")]
     for argv in (["train", "tiny-demo", "--data", str(data), "--out", "run", *overrides],
                  ["infer", "run", "--data", str(data), "--split", "test", "--out", "pred.jsonl", "--closed-answer", "rank"],
                  ["score", "pred.jsonl", "--out", "metrics.json", "--bootstrap", "200"]):
