@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from pefomed.errors import UserError
-from pefomed.options.infer import CLOSED_ANSWER_MODES, PromptOptions  # noqa: F401 (CLOSED_ANSWER_MODES re-exported)
+from pefomed.options.infer import PromptOptions
 from pefomed.records import Sample
 
 

@@ -45,8 +45,8 @@ def option(default: Any = MISSING, help: str = "", *, choices: tuple | Callable[
            factory: Callable[[], Any] | None = None, negatable: bool | None = None) -> Any:
     """One declared option (a dataclass field). `default` MISSING: required. `choices`: the allowed
     values (or a function returning them, resolved only when validating, so declaring a command
-    imports nothing heavy). `low`/`high`: an inclusive range. `flag`: the long flag when it is not
-    the key spelled with dashes. `recipe`: the recipe key it shares its help and range with.
+    imports nothing heavy). `low`/`high`: an inclusive range. `flag`: the flag's name when it is not
+    the key (`flag="workers"` -> `--workers`). `recipe`: the recipe key it shares its help and range with.
     `cli=False`: settable from Python only. `negatable=False`: a boolean without its `--no-x`."""
     meta = {"help": help, "choices": choices, "check": check, "low": low, "high": high, "flag": flag,
             "short": short, "positional": positional, "metavar": metavar, "cli": cli, "recipe": recipe,
@@ -226,7 +226,7 @@ class Options:
         for d in self.flat_fields():
             value = values[d.name]
             if d.meta["positional"]:
-                positional += [_text(v) for v in value] if d.repeated else ([] if value is None else [_text(value)])
+                positional += [str(v) for v in value] if d.repeated else ([] if value is None else [str(value)])
                 continue
             if d.default is not MISSING and _same(value, d.default):
                 continue
@@ -234,9 +234,9 @@ class Options:
                 flags.append(d.flag if value else d.negated_flag)
             elif d.repeated:
                 for item in value or ():
-                    flags += [d.flag, _text(item)]
+                    flags += [d.flag, str(item)]
             elif value is not None:
-                flags += [d.flag, _text(value)]
+                flags += [d.flag, str(value)]
         return positional + flags
 
     # ---- validation ----------------------------------------------------------------------------
@@ -318,6 +318,3 @@ def _same(a: Any, b: Any) -> bool:
         return list(a) == list(b)
     return type(a) is type(b) and a == b if isinstance(a, bool) or isinstance(b, bool) else a == b
 
-
-def _text(value: Any) -> str:
-    return str(value)
