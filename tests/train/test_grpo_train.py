@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from train_helpers import kill_at_first_checkpoint
+
 PEFOMED = str(Path(sys.executable).with_name("pefomed"))
 
 
@@ -61,10 +63,6 @@ GRPO_RESUME = ["train.objective=grpo", "train.max_steps=6", "train.save_every=2"
 def test_killed_and_resumed_grpo_run_equals_uninterrupted(tmp_path):
     """The rollouts' sampling is seeded per (seed, micro-batch, rank): a run killed (SIGKILL) after a
     checkpoint and resumed samples the same answers and ends with the same adapter, bit for bit."""
-    import os
-    import signal
-    import time
-
     from safetensors.torch import load_file
 
     from pefomed.data.synthetic import write_bright_spot_dataset
@@ -84,16 +82,7 @@ def test_killed_and_resumed_grpo_run_equals_uninterrupted(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([PEFOMED, "train", "tiny-demo", "--data", str(data), "--out", str(killed), *recipe],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    latest = killed / "checkpoints" / "latest"
-    deadline = time.time() + 300
-    while not latest.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert latest.exists(), proc.stderr.read().decode()[-2000:]
-    assert not (killed / "adapter").exists(), "the run finished before it could be killed; the test proves nothing"
+    kill_at_first_checkpoint([PEFOMED, "train", "tiny-demo", "--data", str(data), "--out", str(killed), *recipe], killed)
     resumed = subprocess.run([PEFOMED, "train", "--resume", str(killed)], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a = load_file(straight / "adapter" / "adapter_model.safetensors")

@@ -20,6 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parents[1] / "models"))
 sys.path.insert(0, str(Path(__file__).parents[1] / "composed"))
 from tiny_families import BUILDERS  # noqa: E402
+from train_helpers import spot_batch  # noqa: E402
 
 ANSWERS = ["yes", "there is a bright round spot in the upper left part of the image", "no"]
 
@@ -32,16 +33,7 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 def _batch(processor, data_dir: Path):
-    from pefomed.data.collate import Collator
-    from pefomed.recipe import DataSection
-    from pefomed.records import Sample
-
-    collator = Collator(processor, DataSection(dir=str(data_dir), max_length=512), data_dir, train=True)
-    samples = [Sample(id=f"s{i}", task="vqa", images=[f"images/train_{i:05d}.png"],
-                      question="Is there a bright spot " + "in the image " * i + "?", answer=answer,
-                      answer_type="open") for i, answer in enumerate(ANSWERS)]
-    batch = collator([collator.encode(s) for s in samples])
-    return batch, batch.pop("labels")
+    return spot_batch(processor, data_dir, ANSWERS)
 
 
 def _loss_and_grads(model, run):

@@ -1,16 +1,13 @@
 """A run killed mid-way (SIGKILL, a real process) and resumed ends with the same adapter
 weights as an uninterrupted run: same data order, schedule, optimizer state and RNG (dropout)."""
 
-import os
 import shutil
-import signal
-import subprocess
-import time
 
 import pytest
 from safetensors.torch import load_file
 
 from pefomed.cli.app import main
+from train_helpers import kill_at_first_checkpoint
 
 RECIPE = ["train.max_steps=10", "train.save_every=2", "train.batch_size=4", "method.dropout=0.1",
           "train.lr=3e-3", "train.warmup_steps=2", "train.seed=3"]
@@ -25,16 +22,8 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path):
     assert main(["train", "tiny-demo", "--data", str(data), "--out", str(straight), *RECIPE]) == 0
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([shutil.which("pefomed"), "train", "tiny-demo", "--data", str(data), "--out", str(killed),
-                             *RECIPE], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    latest = killed / "checkpoints" / "latest"
-    deadline = time.time() + 300
-    while not latest.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert latest.exists(), proc.stderr.read().decode()[-2000:]
-    assert not (killed / "adapter").exists(), "the run finished before it could be killed; the test proves nothing"
+    latest = kill_at_first_checkpoint([shutil.which("pefomed"), "train", "tiny-demo", "--data", str(data), "--out",
+                                       str(killed), *RECIPE], killed)
     interrupted_at = latest.read_text()
 
     assert main(["train", "--resume", str(killed)]) == 0
